@@ -1,0 +1,22 @@
+"""Shared fixtures. The simulated cluster is started once per test session (about 5 s) in a
+temporary state directory and always stopped at the end, even when tests fail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from etcdguard_sim import control, layout
+
+
+@pytest.fixture(scope="session")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[layout.SimSpec]:
+    """A running simulated OpenShift 4.8.12 cluster (3 masters, 3 workers)."""
+    state_dir: Path = tmp_path_factory.mktemp("sim")
+    try:
+        spec = control.up(state_dir)
+        yield spec
+    finally:
+        control.down(state_dir)
