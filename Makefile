@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV        := .venv
 PY          := $(VENV)/bin/python
 UV_VERSION  := 0.13.8
-APT_PKGS    := etcd-server etcd-client openssh-server sudo zstd ca-certificates procps iproute2
+APT_PKGS    := etcd-server etcd-client openssh-server sudo zstd jq ca-certificates procps iproute2 util-linux
 STATE_DIR   ?= $(CURDIR)/.state/demo
 UV          := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 

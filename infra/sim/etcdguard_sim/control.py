@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from etcdguard_sim import apiclient, layout, pki
+from etcdguard_sim import apiclient, cloud, hostns, layout, pki, sshsetup
 
 __all__ = ["SimError", "Status", "down", "status", "up"]
 
@@ -116,7 +116,9 @@ def _claim_prefix(state_dir: Path) -> str:
             if all(_port_free(h, p) for h, p in addrs):
                 claim.write_text(str(state_dir))
                 return prefix
-    raise SimError("no free loopback /24 between 127.1.0.0 and 127.249.0.0: run `etcdguard-sim down` on old state dirs")
+    raise SimError(
+        "no free loopback /24 between 127.1.0.0 and 127.249.0.0: run `etcdguard-sim down` on old state dirs"
+    )
 
 
 def _release_prefix(spec: layout.SimSpec) -> None:
@@ -174,14 +176,81 @@ def _log_tail(spec: layout.SimSpec, lines: int = 15) -> str:
     return "\n".join(out)
 
 
-def _seed(spec: layout.SimSpec, *, encryption: str | None) -> None:
+def _with_instances(spec: layout.SimSpec, instances: dict[str, str]) -> layout.SimSpec:
+    nodes = tuple(dataclasses.replace(n, instance_id=instances[n.name]) for n in spec.nodes)
+    spec = dataclasses.replace(spec, nodes=nodes)
+    spec.save()
+    return spec
+
+
+def _seed(spec: layout.SimSpec) -> layout.SimSpec:
     from etcdguard_sim import seed  # the seed data is only needed on first start
 
+    cloud.wait_ready(spec)
+    spec = _with_instances(spec, cloud.create_instances(spec))
     client = apiclient.ApiClient(spec)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    for obj in seed.seed_objects(spec, now=now, encryption=encryption):  # type: ignore[arg-type]
+    for obj in seed.seed_objects(spec, now=now, encryption=spec.encryption):
         client.create(obj)
     (spec.state_dir / "seeded").write_text(now.isoformat() + "\n")
+    return spec
+
+
+def _reattach_instances(spec: layout.SimSpec) -> layout.SimSpec:
+    """After a restart moto is empty: new instances, and the Machines and Nodes point at them."""
+    cloud.wait_ready(spec)
+    spec = _with_instances(spec, cloud.create_instances(spec))
+    client = apiclient.ApiClient(spec)
+    for node in spec.nodes:
+        provider_id = f"aws:///{node.zone}/{node.instance_id}"
+        with contextlib.suppress(apiclient.ApiError):
+            path = client.path_for(
+                "machine.openshift.io/v1beta1",
+                "Machine",
+                namespace="openshift-machine-api",
+                name=node.machine_name,
+            )
+            client.request(
+                "PATCH",
+                path,
+                {"spec": {"providerID": provider_id}},
+                content_type="application/merge-patch+json",
+            )
+            client.request(
+                "PATCH",
+                path + "/status",
+                {"status": {"providerStatus": {"instanceId": node.instance_id}}},
+                content_type="application/merge-patch+json",
+            )
+        with contextlib.suppress(apiclient.ApiError):
+            path = client.path_for("v1", "Node", namespace=None, name=node.name)
+            client.request(
+                "PATCH",
+                path,
+                {"spec": {"providerID": provider_id}},
+                content_type="application/merge-patch+json",
+            )
+    return spec
+
+
+def _prepare_hosts(spec: layout.SimSpec, *, first_boot: bool) -> None:
+    from etcdguard_sim import hostfs
+
+    sshsetup.ensure_core_user()
+    kubeconfig = spec.kubeconfig.read_bytes()
+    for node in spec.masters:
+        hostns.prepare_host_dirs(spec, node)
+        if first_boot:
+            hostfs.populate_host(
+                spec,
+                node,
+                revisions=layout.INITIAL_REVISIONS,
+                encryption=spec.encryption,
+                api_kubeconfig=kubeconfig,
+            )
+        sshsetup.ensure_keys(spec, node)
+    sshsetup.write_client_config(spec)
+    cloud.write_env(spec)
 
 
 # ---- the contract ------------------------------------------------------------------------
@@ -194,18 +263,29 @@ def up(
     timeout: float = UP_TIMEOUT,
 ) -> layout.SimSpec:
     state_dir = Path(state_dir).resolve()
-    for binary in ("etcd", "etcdctl"):
-        if shutil.which(binary) is None:
-            raise SimError(
-                f"`{binary}` is not on PATH: install Debian's etcd-server and etcd-client "
-                "(`apt-get install etcd-server etcd-client`, or `make deps`)"
-            )
+    for binary, package in (
+        ("etcd", "etcd-server"),
+        ("etcdctl", "etcd-client"),
+        ("sshd", "openssh-server"),
+        ("sudo", "sudo"),
+        ("jq", "jq"),
+        ("nsenter", "util-linux"),
+    ):
+        if shutil.which(binary, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
+            raise SimError(f"`{binary}` is not installed: `apt-get install {package}` (or `make deps`)")
+    if os.geteuid() != 0:
+        raise SimError(
+            "the simulated hosts need root (sshd on port 22, mount namespaces, user core): run as root"
+        )
     if _supervisor_pid(state_dir) is not None:
         spec = layout.SimSpec.load(state_dir)
         if _api_answers(spec):
             return spec
-        raise SimError(f"the simulator in {state_dir} is running but its API does not answer: see {spec.logs_dir}")
-    if (state_dir / "sim.json").exists():
+        raise SimError(
+            f"the simulator in {state_dir} is running but its API does not answer: see {spec.logs_dir}"
+        )
+    first_boot = not (state_dir / "sim.json").exists()
+    if not first_boot:
         spec = layout.SimSpec.load(state_dir)
         busy = [
             f"{h}:{p}"
@@ -213,14 +293,23 @@ def up(
             if not _port_free(h, p)
         ]
         if busy:
-            raise SimError(f"{', '.join(busy)} already in use: stop what listens there, or use another --state-dir")
+            raise SimError(
+                f"{', '.join(busy)} already in use: stop what listens there, or use another --state-dir"
+            )
     else:
         state_dir.mkdir(parents=True, exist_ok=True)
         prefix = _claim_prefix(state_dir)
-        spec = layout.make_spec(state_dir=state_dir, prefix=prefix, cluster_name=cluster_name, ocp_version=ocp_version)
+        spec = layout.make_spec(
+            state_dir=state_dir,
+            prefix=prefix,
+            cluster_name=cluster_name,
+            ocp_version=ocp_version,
+            encryption=encryption,
+        )
         spec.save()
     pki.ensure_pki(spec)
     write_kubeconfig(spec)
+    _prepare_hosts(spec, first_boot=first_boot)
     spec.logs_dir.mkdir(parents=True, exist_ok=True)
     with open(spec.logs_dir / "supervisor.log", "ab") as log:
         proc = subprocess.Popen(
@@ -233,14 +322,16 @@ def up(
     deadline = time.monotonic() + timeout
     while not _api_answers(spec):
         if proc.poll() is not None:
-            raise SimError(f"the simulator's supervisor exited with code {proc.returncode}:\n{_log_tail(spec)}")
+            raise SimError(
+                f"the simulator's supervisor exited with code {proc.returncode}:\n{_log_tail(spec)}"
+            )
         if time.monotonic() > deadline:
             down(state_dir)
             raise SimError(f"the API did not answer within {timeout:.0f} s:\n{_log_tail(spec)}")
         time.sleep(0.2)
     if not (state_dir / "seeded").exists():
-        _seed(spec, encryption=encryption)
-    return spec
+        return _seed(spec)
+    return _reattach_instances(spec)
 
 
 def status(state_dir: Path) -> Status:

@@ -142,9 +142,7 @@ class EtcdStore:
 
     async def list(self, prefix: str) -> tuple[list[KV], int]:
         """Every key under `prefix`, sorted by key, and the store's current revision."""
-        out = await self._call(
-            "/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)}
-        )
+        out = await self._call("/v3/kv/range", {"key": _b64(prefix), "range_end": _prefix_end(prefix)})
         revision = int(out.get("header", {}).get("revision", 0))
         return [_kv(item) for item in out.get("kvs") or []], revision
 

@@ -23,6 +23,7 @@ __all__ = [
     "API_PORT",
     "ETCD_CLIENT_PORT",
     "ETCD_PEER_PORT",
+    "INITIAL_REVISIONS",
     "NodeSpec",
     "SimSpec",
     "make_spec",
@@ -31,6 +32,14 @@ __all__ = [
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 API_PORT = 6443
+
+# Static-pod revisions every control-plane host starts at (the seeded operator CRs agree).
+INITIAL_REVISIONS: dict[str, int] = {
+    "etcd": 7,
+    "kube-apiserver": 12,
+    "kube-controller-manager": 8,
+    "kube-scheduler": 6,
+}
 
 Role = Literal["master", "worker"]
 
@@ -75,6 +84,7 @@ class SimSpec:
     ocp_version: str  # "4.8.12"
     etcd_cluster_token: str
     nodes: tuple[NodeSpec, ...]
+    encryption: str | None = None  # APIServer spec.encryption.type: None (off), identity, aescbc
 
     # ---- derived locations -------------------------------------------------------------
     @property
@@ -104,6 +114,11 @@ class SimSpec:
     @property
     def run_dir(self) -> Path:
         return self.state_dir / "run"
+
+    @property
+    def moto_endpoint(self) -> str:
+        """S3 and EC2 (moto's server), reached over HTTP like any S3-compatible endpoint."""
+        return f"http://{self.prefix}.200:5000"
 
     @property
     def kubeconfig(self) -> Path:
@@ -181,6 +196,7 @@ def make_spec(
     ocp_version: str = "4.8.12",
     masters: int = 3,
     workers: int = 3,
+    encryption: str | None = None,
 ) -> SimSpec:
     """A new cluster's spec. Random parts (infra id suffix, cluster id) are drawn here once."""
     if masters < 1 or masters > 9:
@@ -226,4 +242,5 @@ def make_spec(
         ocp_version=ocp_version,
         etcd_cluster_token=f"openshift-etcd-{uuid.uuid4()}",
         nodes=tuple(nodes),
+        encryption=encryption,
     )

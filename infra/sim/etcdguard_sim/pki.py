@@ -141,7 +141,7 @@ def ensure_pki(spec: layout.SimSpec) -> None:
     etcd_ca = _make_ca(etcd_dir, "etcd-signer")
     for node in spec.masters:
         for kind in ("peer", "serving"):
-            crt, key = spec.etcd_cert(node, kind)  # type: ignore[arg-type]
+            crt, key = spec.etcd_cert(node, kind)
             issue_pair(
                 ca=etcd_ca,
                 crt_path=crt,

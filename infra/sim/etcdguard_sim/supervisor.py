@@ -1,31 +1,46 @@
-"""The simulator's supervisor: one long-lived process per simulated cluster that owns every
-other process (the etcd members, the API server) and stops them all when it is told to stop.
+"""The simulator's supervisor: one long-lived process per simulated cluster that plays the
+"hardware" and owns every process of it.
 
-`etcdguard-sim up` starts it detached (`python -m etcdguard_sim.supervisor --state-dir DIR`);
-`etcdguard-sim down` sends it SIGTERM. Children run in the supervisor's process group, each
-with its log under `DIR/logs/`, and their pids are listed in `DIR/run/children.json` so that
-`down` can clean up even after a supervisor crash.
+For each control-plane host it keeps the host's mount namespace (`hostns`), its sshd and its
+kubelet (`kubelet.Kubelet`, whose static pods run the real etcd member). It also runs the S3/EC2
+endpoint (moto's server) and the API server, which answers only while at least one host runs a
+kube-apiserver container and etcd has quorum, as behind a real load balancer.
+
+Power: `DIR/run/power/<node>` holding `off` powers a host off (sshd and every container stop,
+SSH is refused); removing it, or writing `on`, powers it on again. `DIR/run/ssh-cut/<node>`
+stops only that host's sshd. `etcdguard-sim down` sends SIGTERM: everything stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from etcdguard_sim import layout
+from etcdguard_sim import hostns, kubelet, layout, sshsetup
 
 __all__ = ["etcd_command", "main"]
 
+_TICK = 0.25
+_QUORUM_CHECK_EVERY = 1.0
+_QUORUM_GRACE = 2.0
+
 
 def etcd_command(spec: layout.SimSpec, node: layout.NodeSpec, *, state: str = "new") -> list[str]:
-    """The command line of a node's etcd member, with TLS on client and peer URLs as in OpenShift."""
+    """A node's etcd member as a command run outside the hosts (TLS on client and peer URLs).
+
+    The hosts run their member from the static pod manifest instead (`hostfs`); this stays for
+    tests that need a bare etcd cluster with the simulator's names, addresses and certificates.
+    """
     serving_crt, serving_key = spec.etcd_cert(node, "serving")
     peer_crt, peer_key = spec.etcd_cert(node, "peer")
     return [
@@ -47,61 +62,200 @@ def etcd_command(spec: layout.SimSpec, node: layout.NodeSpec, *, state: str = "n
         f"--peer-key-file={peer_key}",
         f"--peer-trusted-ca-file={spec.etcd_ca}",
         "--peer-client-cert-auth",
-        "--heartbeat-interval=100",
-        "--election-timeout=1000",
-        "--logger=zap",
-        "--log-outputs=stderr",
     ]
+
+
+class _Host:
+    def __init__(self, spec: layout.SimSpec, node: layout.NodeSpec) -> None:
+        self.spec = spec
+        self.node = node
+        self.holder: subprocess.Popen[bytes] | None = None
+        self.sshd: subprocess.Popen[bytes] | None = None
+        self.kubelet = kubelet.Kubelet(spec, node)
+        self.powered = True
+
+    def _flag(self, kind: str) -> str | None:
+        try:
+            return (self.spec.run_dir / kind / self.node.name).read_text().strip()
+        except OSError:
+            return None
+
+    def start(self) -> None:
+        self.holder = hostns.start_holder(self.spec, self.node)
+
+    def sync(self) -> list[str]:
+        assert self.holder is not None
+        powered = self._flag("power") != "off"
+        if not powered:
+            if self.powered:
+                print(f"supervisor: host {self.node.name} powers off", flush=True)
+                self._stop_sshd()
+                self.kubelet.stop_all()
+            self.powered = False
+            return []
+        if not self.powered:
+            print(f"supervisor: host {self.node.name} powers on", flush=True)
+            self.kubelet = kubelet.Kubelet(self.spec, self.node)  # a fresh boot
+        self.powered = True
+        ssh_wanted = self._flag("ssh-cut") is None
+        if ssh_wanted and (self.sshd is None or self.sshd.poll() is not None):
+            self.spec.logs_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.spec.logs_dir / f"sshd-{self.node.name}.log", "ab") as log:
+                self.sshd = subprocess.Popen(
+                    hostns.enter_argv(self.holder.pid, sshsetup.sshd_argv()),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+        elif not ssh_wanted:
+            self._stop_sshd()
+        actions = self.kubelet.sync(holder_pid=self.holder.pid)
+        if "shutdown" in actions:
+            power_dir = self.spec.run_dir / "power"
+            power_dir.mkdir(parents=True, exist_ok=True)
+            (power_dir / self.node.name).write_text("off\n")
+        return actions
+
+    def _stop_sshd(self) -> None:
+        if self.sshd is not None and self.sshd.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.sshd.pid, signal.SIGTERM)
+            try:
+                self.sshd.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.sshd.pid, signal.SIGKILL)
+                self.sshd.wait()
+        self.sshd = None
+
+    def stop(self) -> None:
+        self._stop_sshd()
+        self.kubelet.stop_all()
+        hostns.stop_holder(self.spec, self.node)
+        if self.holder is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.holder.wait(timeout=5)
+
+    def pids(self) -> list[int]:
+        out = [p.pid for p in (self.holder, self.sshd) if p is not None and p.poll() is None]
+        for pod in self.kubelet.pods.values():
+            out += [c.proc.pid for c in pod.containers if c.proc is not None and c.proc.poll() is None]
+        return out
 
 
 class _Supervisor:
     def __init__(self, spec: layout.SimSpec) -> None:
         self.spec = spec
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.hosts = [_Host(spec, n) for n in spec.masters]
+        self.api: subprocess.Popen[bytes] | None = None
+        self.moto: subprocess.Popen[bytes] | None = None
+        self.controllers: subprocess.Popen[bytes] | None = None
+        self._spec_mtime = 0.0
         self.stopping = False
+        self._quorate = False
+        self._quorum_checked = 0.0
+        self._quorum_lost_at: float | None = None
+        ctx = ssl.create_default_context(cafile=str(spec.etcd_ca))
+        ctx.load_cert_chain(
+            str(spec.pki_dir / "etcd" / "apiserver-etcd-client.crt"),
+            str(spec.pki_dir / "etcd" / "apiserver-etcd-client.key"),
+        )
+        self._etcd_ctx = ctx
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         self.spec.logs_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.spec.logs_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        self.children[name] = proc
-        self._record()
+        with open(self.spec.logs_dir / f"{name}.log", "ab") as log:
+            return subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
 
     def _record(self) -> None:
-        self.spec.run_dir.mkdir(parents=True, exist_ok=True)
-        pids = {name: p.pid for name, p in self.children.items() if p.poll() is None}
+        pids: dict[str, int] = {}
+        for proc, name in (
+            (self.api, "kube-apiserver"),
+            (self.moto, "moto"),
+            (self.controllers, "controllers"),
+        ):
+            if proc is not None and proc.poll() is None:
+                pids[name] = proc.pid
+        for host in self.hosts:
+            for i, pid in enumerate(host.pids()):
+                pids[f"{host.node.name}#{i}"] = pid
         tmp = self.spec.run_dir / "children.json.tmp"
         tmp.write_text(json.dumps(pids))
         tmp.replace(self.spec.run_dir / "children.json")
 
-    def start(self) -> None:
+    def _etcd_quorate(self) -> bool:
         for node in self.spec.masters:
-            self.spec.etcd_data_dir(node).mkdir(parents=True, exist_ok=True)
-            os.chmod(self.spec.etcd_data_dir(node), 0o700)
-            self._spawn(f"etcd-{node.name}", etcd_command(self.spec, node))
-        self._spawn(
-            "kube-apiserver",
-            [sys.executable, "-m", "etcdguard_sim.apiserver", "--state-dir", str(self.spec.state_dir)],
-        )
-
-    def stop(self) -> None:
-        self.stopping = True
-        # The API server first, then etcd, as a control plane shuts down.
-        order = sorted(self.children, key=lambda n: 0 if n == "kube-apiserver" else 1)
-        for name in order:
-            proc = self.children[name]
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 10
-        for name in order:
-            proc = self.children[name]
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._record()
+                with urllib.request.urlopen(
+                    f"{node.etcd_client_url}/health", context=self._etcd_ctx, timeout=0.5
+                ) as resp:
+                    if json.loads(resp.read()).get("health") == "true":
+                        return True
+            except (OSError, ValueError):
+                continue
+        return False
+
+    def _sync_api(self) -> None:
+        now = time.monotonic()
+        if now - self._quorum_checked >= _QUORUM_CHECK_EVERY:
+            self._quorum_checked = now
+            quorate = self._etcd_quorate()
+            if quorate:
+                self._quorum_lost_at = None
+                self._quorate = True
+            elif self._quorum_lost_at is None:
+                self._quorum_lost_at = now
+            elif now - self._quorum_lost_at > _QUORUM_GRACE:
+                self._quorate = False
+        serving = any(h.powered and h.kubelet.running("kube-apiserver") for h in self.hosts)
+        wanted = serving and self._quorate
+        running = self.api is not None and self.api.poll() is None
+        if wanted and not running:
+            print("supervisor: starting the API server", flush=True)
+            self.api = self._spawn(
+                "kube-apiserver",
+                [sys.executable, "-m", "etcdguard_sim.apiserver", "--state-dir", str(self.spec.state_dir)],
+            )
+        elif running and not wanted:
+            why = "etcd has no quorum" if serving else "no host runs a kube-apiserver"
+            print(f"supervisor: stopping the API server: {why}", flush=True)
+            self._terminate(self.api)
+            self.api = None
+
+    def _sync_hosts(self) -> None:
+        """Machines come and go (the machine API adds a node to sim.json): follow the spec."""
+        path = self.spec.state_dir / "sim.json"
+        mtime = path.stat().st_mtime
+        if mtime == self._spec_mtime:
+            return
+        self._spec_mtime = mtime
+        self.spec = layout.SimSpec.load(self.spec.state_dir)
+        wanted = {n.name: n for n in self.spec.masters}
+        for host in [h for h in self.hosts if h.node.name not in wanted]:
+            print(f"supervisor: host {host.node.name} is gone", flush=True)
+            host.stop()
+            self.hosts.remove(host)
+        have = {h.node.name for h in self.hosts}
+        for name, node in wanted.items():
+            if name not in have:
+                print(f"supervisor: new host {name}", flush=True)
+                host = _Host(self.spec, node)
+                host.start()
+                self.hosts.append(host)
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def run(self) -> int:
         def on_term(signum: int, frame: FrameType | None) -> None:
@@ -109,17 +263,41 @@ class _Supervisor:
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
-        self.start()
-        reported: set[str] = set()
+        self.moto = self._spawn(
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", f"{self.spec.prefix}.200", "-p", "5000"],
+        )
+        for host in self.hosts:
+            host.start()
+        self._spec_mtime = (self.spec.state_dir / "sim.json").stat().st_mtime
+        last_record = ""
         while not self.stopping:
-            for name, proc in self.children.items():
-                code = proc.poll()
-                if code is not None and name not in reported:
-                    reported.add(name)
-                    print(f"supervisor: {name} exited with code {code}", flush=True)
-                    self._record()
-            time.sleep(0.2)
-        self.stop()
+            self._sync_hosts()
+            if self.controllers is None or self.controllers.poll() is not None:
+                self.controllers = self._spawn(
+                    "controllers",
+                    [
+                        sys.executable,
+                        "-m",
+                        "etcdguard_sim.controllers",
+                        "--state-dir",
+                        str(self.spec.state_dir),
+                    ],
+                )
+            for host in self.hosts:
+                host.sync()
+            self._sync_api()
+            snapshot = json.dumps(sorted(p for h in self.hosts for p in h.pids()))
+            if snapshot != last_record:
+                last_record = snapshot
+                self._record()
+            time.sleep(_TICK)
+        self._terminate(self.controllers)
+        self._terminate(self.api)
+        for host in self.hosts:
+            host.stop()
+        self._terminate(self.moto)
+        self._record()
         print("supervisor: stopped every process", flush=True)
         return 0
 
