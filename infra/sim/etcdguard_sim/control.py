@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -190,7 +191,8 @@ def _seed(spec: layout.SimSpec) -> layout.SimSpec:
     spec = _with_instances(spec, cloud.create_instances(spec))
     client = apiclient.ApiClient(spec)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    for obj in seed.seed_objects(spec, now=now, encryption=spec.encryption):
+    encryption = cast("seed.Encryption | None", spec.encryption)
+    for obj in seed.seed_objects(spec, now=now, encryption=encryption):
         client.create(obj)
     (spec.state_dir / "seeded").write_text(now.isoformat() + "\n")
     return spec
