@@ -48,7 +48,7 @@ def test_etcd_members_available_message(sim: layout.SimSpec) -> None:
         "etcd",
         '-o=jsonpath={range .items[0].status.conditions[?(@.type=="EtcdMembersAvailable")]}{.message}{"\\n"}',
     ).stdout
-    assert out == "3 members are available\n"
+    assert [line for line in out.splitlines() if line] == ["3 members are available"]
 
 
 def test_machines_instance_state_all_running(sim: layout.SimSpec) -> None:

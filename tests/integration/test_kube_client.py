@@ -4,6 +4,7 @@ simulated cluster's kubeconfig (TLS verified, client-certificate authentication)
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,7 +74,7 @@ def test_missing_object_is_404(api: client.ApiClient) -> None:
     with pytest.raises(ApiException) as info:
         client.CoreV1Api(api).read_namespaced_secret("nope", "openshift-etcd")
     assert info.value.status == 404
-    assert 'secrets "nope" not found' in info.value.body
+    assert json.loads(info.value.body)["message"] == 'secrets "nope" not found'
 
 
 def test_clusterversion_history_and_dynamic_client(api: client.ApiClient, sim: layout.SimSpec) -> None:
@@ -106,5 +107,13 @@ def test_exec_etcdctl_through_stream(api: client.ApiClient, sim: layout.SimSpec)
         stderr=True,
         stdin=False,
         tty=False,
+        _preload_content=False,
     )
-    assert out.count('"health":true') == 3
+    try:
+        out.run_forever(timeout=30)
+        stdout = out.read_stdout()
+        assert out.returncode == 0
+    finally:
+        out.close()
+        out.sock.sock.close()
+    assert stdout.count('"health":true') == 3

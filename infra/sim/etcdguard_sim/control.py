@@ -314,7 +314,7 @@ def up(
     _prepare_hosts(spec, first_boot=first_boot)
     spec.logs_dir.mkdir(parents=True, exist_ok=True)
     with open(spec.logs_dir / "supervisor.log", "ab") as log:
-        proc = subprocess.Popen(
+        proc = _SUPERVISORS[state_dir] = subprocess.Popen(
             [sys.executable, "-m", "etcdguard_sim.supervisor", "--state-dir", str(state_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -353,6 +353,17 @@ def status(state_dir: Path) -> Status:
     )
 
 
+# Supervisors started by this process: kept so that they are reaped (no zombie, no
+# "subprocess still running" warning) when `down` runs in the same process, as in the tests.
+_SUPERVISORS: dict[Path, subprocess.Popen[bytes]] = {}
+
+
+def _running(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
+    if proc is not None and proc.pid == pid:
+        return proc.poll() is None
+    return _alive(pid)
+
+
 def down(state_dir: Path, *, timeout: float = 20.0) -> None:
     """Stop everything; safe to call when nothing runs."""
     state_dir = Path(state_dir).resolve()
@@ -360,14 +371,19 @@ def down(state_dir: Path, *, timeout: float = 20.0) -> None:
         return
     spec = layout.SimSpec.load(state_dir)
     pid = _supervisor_pid(state_dir)
+    proc = _SUPERVISORS.pop(state_dir, None)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while _running(pid, proc) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if _running(pid, proc):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
     # Whatever a crashed supervisor left behind.
     with contextlib.suppress(OSError, ValueError):
         for child in json.loads((spec.run_dir / "children.json").read_text()).values():
