@@ -1,0 +1,325 @@
+"""S3 (or an S3-compatible store), as etcdguard needs it: one small facade over `boto3`.
+
+`upload_parts` streams a multipart upload with several parts in flight and bounded memory,
+checks the ETag S3 computes against the MD5s of the parts sent, and aborts the upload on any
+failure, so no half-written object or dangling multipart upload is left behind.
+
+Errors: throttling, 5xx, timeouts and refused connections -> `TransientError`; a missing key or
+bucket -> `NotFoundError`; anything else S3 refuses -> `PermanentError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from etcdguard import errors
+from etcdguard.profile import StorageSettings
+
+__all__ = ["ObjectInfo", "ObjectStore", "UploadResult", "read_credentials_file"]
+
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
+}  # fmt: skip
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "404", "NotFound"}
+
+
+class UploadResult:
+    def __init__(self, *, size: int, etag: str, parts: int) -> None:
+        self.size = size
+        self.etag = etag
+        self.parts = parts
+
+
+class ObjectInfo:
+    def __init__(self, *, key: str, size: int, etag: str) -> None:
+        self.key = key
+        self.size = size
+        self.etag = etag
+
+
+def read_credentials_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (comments and blanks ignored) -> dict. The values are secrets: never log them."""
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        values[name.strip()] = value.strip().strip("'\"")
+    return values
+
+
+class ObjectStore:
+    """Thread-safe: one boto3 client, used from the upload threads."""
+
+    def __init__(self, settings: StorageSettings) -> None:
+        kwargs: dict[str, Any] = {"region_name": settings.region}
+        if settings.endpoint_url:
+            kwargs["endpoint_url"] = settings.endpoint_url
+        if settings.credentials_file is not None:
+            creds = read_credentials_file(settings.credentials_file)
+            missing = [n for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not creds.get(n)]
+            if missing:
+                raise errors.ConfigError(
+                    f"storage.credentials_file {settings.credentials_file} lacks {', '.join(missing)}; add "
+                    "them as KEY=VALUE lines, or remove credentials_file to use the default AWS chain."
+                )
+            kwargs["aws_access_key_id"] = creds["AWS_ACCESS_KEY_ID"]
+            kwargs["aws_secret_access_key"] = creds["AWS_SECRET_ACCESS_KEY"]
+            if creds.get("AWS_SESSION_TOKEN"):
+                kwargs["aws_session_token"] = creds["AWS_SESSION_TOKEN"]
+        kwargs["config"] = botocore.config.Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+            max_pool_connections=max(10, settings.parallel_parts * 2),
+        )
+        self.settings = settings
+        self.endpoint = settings.endpoint_url or f"s3.{settings.region}.amazonaws.com"
+        self._s3 = boto3.session.Session().client("s3", **kwargs)
+
+    def close(self) -> None:
+        self._s3.close()
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except errors.EtcdguardError:
+            raise
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            detail = errors.truncate_remote(f"{code}: {error.get('Message', '')}", limit=300)
+            if code in _NOT_FOUND or status == 404:
+                raise errors.NotFoundError(f"{what}: not found ({detail}).") from exc
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                raise errors.TransientError(
+                    f"{what}: S3 answered {status} ({detail}); retrying may help."
+                ) from exc
+            raise errors.PermanentError(f"{what}: S3 refused ({detail}).") from exc
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise errors.TransientError(
+                f"{what}: S3 at {self.endpoint} could not be reached ({type(exc).__name__}: "
+                f"{errors.truncate_remote(str(exc), limit=200)})."
+            ) from exc
+
+    # ---- writes -----------------------------------------------------------------------------
+    @staticmethod
+    def _extra(kms_key_id: str | None, tags: Mapping[str, str] | None) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if kms_key_id:
+            extra["ServerSideEncryption"] = "aws:kms"
+            extra["SSEKMSKeyId"] = kms_key_id
+        if tags:
+            extra["Tagging"] = urllib.parse.urlencode(dict(tags))
+        return extra
+
+    def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        kms_key_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> str:
+        """One small object (the manifest); returns its ETag. Content-MD5 makes S3 check the bytes."""
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        with self._translate(f"Writing s3://{bucket}/{key}"):
+            reply = self._s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ContentMD5=md5,
+                ContentType=content_type,
+                **self._extra(kms_key_id, tags),
+            )
+        return str(reply["ETag"]).strip('"')
+
+    def upload_parts(
+        self,
+        bucket: str,
+        key: str,
+        parts: Iterable[bytes],
+        *,
+        parallel: int,
+        kms_key_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> UploadResult:
+        """Multipart upload of `parts` (each but the last >= 5 MiB), `parallel` in flight.
+
+        At most `parallel` parts are buffered besides the one being read, so memory stays near
+        `(parallel + 1) x part size`. Any failure aborts the upload and is re-raised translated.
+        """
+        where = f"Uploading s3://{bucket}/{key}"
+        with self._translate(where):
+            upload_id = self._s3.create_multipart_upload(
+                Bucket=bucket, Key=key, **self._extra(kms_key_id, tags)
+            )["UploadId"]
+        slots = threading.BoundedSemaphore(parallel)
+        md5s: dict[int, bytes] = {}
+        futures: list[Future[dict[str, Any]]] = []
+        size = 0
+
+        def send(number: int, body: bytes) -> dict[str, Any]:
+            try:
+                digest = hashlib.md5(body, usedforsecurity=False).digest()
+                with self._translate(f"{where} (part {number})"):
+                    reply = self._s3.upload_part(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=body,
+                        ContentMD5=base64.b64encode(digest).decode(),
+                    )
+                md5s[number] = digest
+                if progress is not None:
+                    progress(len(body))
+                return {"PartNumber": number, "ETag": reply["ETag"]}
+            finally:
+                slots.release()
+
+        try:
+            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="s3-part") as pool:
+                for number, body in enumerate(parts, start=1):
+                    slots.acquire()
+                    failed = next((f for f in futures if f.done() and f.exception()), None)
+                    if failed is not None:
+                        slots.release()
+                        failed.result()
+                    size += len(body)
+                    futures.append(pool.submit(send, number, body))
+                    del body
+                completed = [f.result() for f in futures]
+            expected = hashlib.md5(b"".join(md5s[n] for n in sorted(md5s)), usedforsecurity=False).hexdigest()
+            expected += f"-{len(completed)}"
+            with self._translate(f"{where} (completing)"):
+                reply = self._s3.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}
+                )
+            etag = str(reply["ETag"]).strip('"')
+            if etag != expected:
+                self.delete_keys(bucket, [key])
+                raise errors.IntegrityError(
+                    f"{where}: S3 reports ETag {etag} but the parts sent give {expected}; the stored "
+                    "object does not match what was read from the host and was deleted."
+                )
+        except BaseException:
+            with self._translate(f"{where} (aborting)"):
+                self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
+        return UploadResult(size=size, etag=etag, parts=len(completed))
+
+    def delete_keys(self, bucket: str, keys: Iterable[str]) -> int:
+        """Delete `keys` in batches of 1000; returns how many were deleted. Errors name the keys."""
+        pending = list(keys)
+        deleted = 0
+        for start in range(0, len(pending), 1000):
+            batch = pending[start : start + 1000]
+            with self._translate(f"Deleting {len(batch)} objects in s3://{bucket}"):
+                reply = self._s3.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
+            failures = reply.get("Errors") or []
+            if failures:
+                first = failures[0]
+                raise errors.TransientError(
+                    f"S3 did not delete {len(failures)} of {len(batch)} objects in s3://{bucket}, e.g. "
+                    f"{first.get('Key')} ({first.get('Code')}); the next run retries them."
+                )
+            deleted += len(batch)
+        return deleted
+
+    def abort_uploads(self, bucket: str, prefix: str) -> list[str]:
+        """Abort every multipart upload under `prefix`; returns their keys."""
+        aborted = []
+        with self._translate(f"Listing multipart uploads in s3://{bucket}/{prefix}"):
+            reply = self._s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        for upload in reply.get("Uploads") or []:
+            with self._translate(f"Aborting the upload of s3://{bucket}/{upload['Key']}"):
+                self._s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+            aborted.append(str(upload["Key"]))
+        return aborted
+
+    # ---- reads ------------------------------------------------------------------------------
+    def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+        found = []
+        with self._translate(f"Listing s3://{bucket}/{prefix}"):
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents") or []:
+                    found.append(
+                        ObjectInfo(key=item["Key"], size=int(item["Size"]), etag=str(item["ETag"]).strip('"'))
+                    )
+        return found
+
+    def list_uploads(self, bucket: str, prefix: str) -> list[str]:
+        """Keys with an unfinished multipart upload under `prefix`."""
+        with self._translate(f"Listing multipart uploads in s3://{bucket}/{prefix}"):
+            reply = self._s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        return [str(u["Key"]) for u in reply.get("Uploads") or []]
+
+    def head(self, bucket: str, key: str) -> ObjectInfo:
+        with self._translate(f"Reading s3://{bucket}/{key}"):
+            reply = self._s3.head_object(Bucket=bucket, Key=key)
+        return ObjectInfo(key=key, size=int(reply["ContentLength"]), etag=str(reply["ETag"]).strip('"'))
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        with self._translate(f"Reading s3://{bucket}/{key}"):
+            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+        return data
+
+    def iter_object(self, bucket: str, key: str, *, chunk_size: int = 8 * 1024 * 1024) -> Iterator[bytes]:
+        """The object's bytes in chunks (a streaming GET)."""
+        with self._translate(f"Reading s3://{bucket}/{key}"):
+            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"]
+            try:
+                yield from body.iter_chunks(chunk_size)
+            finally:
+                body.close()
+
+    def get_tags(self, bucket: str, key: str) -> dict[str, str]:
+        with self._translate(f"Reading the tags of s3://{bucket}/{key}"):
+            reply = self._s3.get_object_tagging(Bucket=bucket, Key=key)
+        return {str(t["Key"]): str(t["Value"]) for t in reply.get("TagSet") or []}
+
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create `bucket` if missing (set-up and tests; the backup flow never creates buckets)."""
+        with self._translate(f"Creating bucket {bucket}"):
+            try:
+                self._s3.head_bucket(Bucket=bucket)
+            except botocore.exceptions.ClientError:
+                region = self.settings.region
+                extra = (
+                    {}
+                    if region == "us-east-1"
+                    else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+                )
+                self._s3.create_bucket(Bucket=bucket, **extra)
