@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -25,10 +26,8 @@ def ensure_cluster_lock(name: str) -> None:
             return
         except ObjectNotFound:
             pass
-        try:
+        with contextlib.suppress(ObjectAlreadyExists):
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        except ObjectAlreadyExists:
-            pass
 
 
 def send_event(event: str, *, cluster: str, payload: dict[str, Any]) -> None:

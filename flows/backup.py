@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 
-from etcdguard import errors, manifest, profile, windows
+from etcdguard import errors, manifest, preflight, profile, windows
 from flows._prefect import cluster_lock_name, ensure_cluster_lock, send_event
 from tasks._retry import BACKOFF, retry_transient
 from tasks.backup import (
@@ -47,7 +47,9 @@ class BackupOutcome(pydantic.BaseModel):
     source_node: str | None = None
 
 
-@task(name="discard-partial-upload", retries=2, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+@task(
+    name="discard-partial-upload", retries=2, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient
+)
 def discard_partial_upload(cluster_profile: profile.ClusterProfile, *, uploaded: list[UploadedFile]) -> None:
     """A run that failed after some files reached S3: delete them, so only complete backups remain."""
     from etcdguard.clients.objectstore import ObjectStore
@@ -57,7 +59,9 @@ def discard_partial_upload(cluster_profile: profile.ClusterProfile, *, uploaded:
             store.delete_keys(item.bucket, [item.entry.key])
 
 
-def _report(outcome: BackupOutcome, backup: manifest.BackupManifest, files: list[UploadedFile], host: HostBackup) -> str:
+def _report(
+    outcome: BackupOutcome, backup: manifest.BackupManifest, files: list[UploadedFile], host: HostBackup
+) -> str:
     rows = "\n".join(
         f"| {f.entry.kind} | `s3://{f.bucket}/{f.entry.key}` | {f.entry.size:,} | `{f.entry.sha256_stored}` | "
         f"{f.parts} | {f.duration:.1f} s |"
@@ -77,16 +81,54 @@ def _report(outcome: BackupOutcome, backup: manifest.BackupManifest, files: list
     )
 
 
+def _preflight(
+    cluster_profile: profile.ClusterProfile, *, force: bool, now: datetime
+) -> preflight.BackupPreflight:
+    try:
+        return check_backup_preflight(cluster_profile, force=force, now=now)
+    except errors.TransientError as exc:
+        raise errors.PreflightRefused(
+            f"The API of cluster {cluster_profile.name} does not answer ({exc}). If two or more control-plane "
+            "hosts are down, etcd has lost quorum and no backup can be taken: recover with the restore-cluster "
+            "flow (guide 4.3.2) from the newest verified backup of this cluster's z-stream."
+        ) from exc
+
+
+def _backup_on_one_node(
+    cluster_profile: profile.ClusterProfile, *, pre: preflight.BackupPreflight, directory: str, force: bool
+) -> tuple[HostBackup, preflight.NodeCandidate]:
+    """ONE backup per cluster: on the first healthy candidate; the next only if that one fails."""
+    logger = get_run_logger()
+    failures = []
+    for node in pre.candidates:
+        try:
+            host = run_cluster_backup(
+                cluster_profile, node=node, directory=directory, proxy_env=pre.proxy_env, force=force
+            )
+            return host, node
+        except errors.RemoteCommandFailed as exc:
+            if "progressing" in str(exc).lower():
+                raise  # the cluster's state, not the node's: another node would refuse the same way
+            failures.append(f"{node.name}: {exc}")
+        except errors.TransientError as exc:
+            failures.append(f"{node.name}: {exc}")
+        logger.warning("The backup on %s failed; trying the next healthy control-plane node.", node.name)
+        try:
+            remove_host_dir(cluster_profile, node=node, directory=directory)
+        except errors.EtcdguardError as exc:
+            logger.warning("Could not remove %s on %s: %s", directory, node.name, exc)
+    raise errors.PermanentError(
+        "cluster-backup.sh failed on every healthy control-plane node: " + " | ".join(failures)
+    )
+
+
 def _take_backup(cluster_profile: profile.ClusterProfile, *, force: bool, now: datetime) -> BackupOutcome:
     logger = get_run_logger()
-    pre = check_backup_preflight(cluster_profile, force=force, now=now)
-    node = pre.candidates[0]
+    pre = _preflight(cluster_profile, force=force, now=now)
     directory = f"{cluster_profile.backup.host_dir}/etcdguard-{now:%Y%m%dT%H%M%SZ}"
     uploaded: list[UploadedFile] = []
+    host, node = _backup_on_one_node(cluster_profile, pre=pre, directory=directory, force=force)
     try:
-        host = run_cluster_backup(
-            cluster_profile, node=node, directory=directory, proxy_env=pre.proxy_env, force=force
-        )
         etcd_version = etcd_server_version(cluster_profile, node=node)
         futures = [
             upload_backup_file.submit(cluster_profile, host_backup=host, kind=kind, version=pre.ocp_version)
@@ -145,7 +187,11 @@ def _take_backup(cluster_profile: profile.ClusterProfile, *, force: bool, now: d
     send_event(
         "etcdguard.backup.completed",
         cluster=cluster_profile.name,
-        payload={"ocp_version": backup.ocp_version, "backup_id": backup.backup_id, "manifest": outcome.manifest_uri},
+        payload={
+            "ocp_version": backup.ocp_version,
+            "backup_id": backup.backup_id,
+            "manifest": outcome.manifest_uri,
+        },
     )
     for note in pre.notes:
         logger.warning("%s", note)
@@ -190,4 +236,3 @@ def etcd_backup(cluster: str, force: bool = False) -> BackupOutcome:
         raise
     logger.info("%s (%.1f s)", outcome.message, time.monotonic() - started)
     return outcome
-

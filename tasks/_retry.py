@@ -10,7 +10,7 @@ from etcdguard import errors
 
 __all__ = ["BACKOFF", "retry_transient"]
 
-BACKOFF = [5, 20, 60]
+BACKOFF: list[float] = [5.0, 20.0, 60.0]
 
 
 def retry_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:

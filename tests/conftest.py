@@ -3,11 +3,19 @@ temporary state directory and always stopped at the end, even when tests fail.""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from etcdguard_sim import control, layout
+
+# Prefect keeps its state (SQLite, profiles) under PREFECT_HOME: give the test session its own,
+# so a developer's ~/.prefect (or a concurrent run) is never touched. No telemetry: no internet.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="etcdguard-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @pytest.fixture(scope="session")

@@ -193,7 +193,11 @@ def _seed(spec: layout.SimSpec) -> layout.SimSpec:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     encryption = cast("seed.Encryption | None", spec.encryption)
     for obj in seed.seed_objects(spec, now=now, encryption=encryption):
-        client.create(obj)
+        try:
+            client.create(obj)
+        except apiclient.ApiError as exc:
+            if exc.status != 409:  # a controller may have created it already (per-node secrets)
+                raise
     (spec.state_dir / "seeded").write_text(now.isoformat() + "\n")
     return spec
 

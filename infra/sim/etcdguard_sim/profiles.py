@@ -19,7 +19,9 @@ SNAPSHOT_BUCKET = "etcdguard-backups"
 STATIC_BUCKET = "etcdguard-static-resources"
 
 
-def profile_data(spec: layout.SimSpec, *, window: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+def profile_data(
+    spec: layout.SimSpec, *, window: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
     """The profile of `spec`'s cluster as a dict (YAML-ready); `overrides` replace top-level keys."""
     data: dict[str, Any] = {
         "name": spec.cluster_name,
@@ -52,7 +54,9 @@ def write_profile(spec: layout.SimSpec, directory: Path, **kwargs: Any) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{spec.cluster_name}.yaml"
     path.write_text(yaml.safe_dump(profile_data(spec, **kwargs), sort_keys=False), encoding="utf-8")
-    s3 = boto3.client("s3", endpoint_url=spec.moto_endpoint, region_name=cloud.REGION, **cloud.DUMMY_CREDENTIALS)
+    s3 = boto3.client(
+        "s3", endpoint_url=spec.moto_endpoint, region_name=cloud.REGION, **cloud.DUMMY_CREDENTIALS
+    )
     try:
         for bucket in (SNAPSHOT_BUCKET, STATIC_BUCKET):
             s3.create_bucket(Bucket=bucket)

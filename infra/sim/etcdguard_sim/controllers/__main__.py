@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     modules = _load()
     memory: dict[str, dict[str, object]] = {m.__name__: {} for m in modules}
     while not _stopping:
+        if not (args.state_dir / "seeded").exists():
+            # `up` is still creating the seed objects (POST, then PUT of the status): a
+            # controller writing in between would make those PUTs conflict.
+            time.sleep(_TICK)
+            continue
         spec = layout.SimSpec.load(args.state_dir)
         api = apiclient.ApiClient(spec, timeout=5)
         for module in modules:
