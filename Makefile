@@ -52,7 +52,7 @@ test-fast: venv
 	$(VENV)/bin/pytest -m unit
 
 demo: deps
-	$(PY) -m etcdguard_sim.demo --state-dir $(STATE_DIR)
+	$(PY) -m etcdguard_sim.demo --state-dir $(STATE_DIR) $(if $(KEEP),--keep)
 
 sim-up: deps
 	$(VENV)/bin/etcdguard-sim up --state-dir $(STATE_DIR)

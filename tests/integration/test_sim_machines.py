@@ -239,6 +239,11 @@ def test_replacing_a_master_machine(cluster: layout.SimSpec, ec2: Any) -> None:
     member_id = next(m["ID"] for m in members["members"] if m.get("name") == old.name)
     removed = simtools.etcdctl(cluster, "member", "remove", format(member_id, "x"), node=cluster.masters[1])
     assert removed.returncode == 0, removed.stderr
+    # Removing the leader means an election (about 3 s), during which the API may be away.
+    wait_for(
+        "the API to answer after the member removal",
+        lambda: simtools.kubectl(cluster, "get", "machines", "-A", check=False).returncode == 0,
+    )
 
     machine = kget(cluster, "machine", "-n", "openshift-machine-api", old.machine_name)
     machine.pop("status")

@@ -1,34 +1,149 @@
-"""`make demo` (until the backup flow lands): start the simulated cluster and show how to reach it."""
+"""`make demo`: the nightly etcd-backup flow, end to end, against the simulated cluster and S3.
+
+1. start the simulated OpenShift 4.8.12 cluster and its S3 (moto) — `etcdguard-sim up`;
+2. write the cluster's etcdguard profile and create its two buckets;
+3. start a Prefect server (its own PREFECT_HOME under the state dir) and run `etcd-backup`;
+4. show where the backup is and its manifest, then prove it: download every file and check its
+   sha256 against the manifest, and restore the snapshot with `etcdctl snapshot restore`
+   (which checks etcd's own sha256 trailer);
+5. stop the Prefect server and the cluster, unless `--keep` (then it says how to open the UI).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
-from etcdguard_sim import cli, control
+from etcdguard_sim import cli, control, profiles
 
 __all__ = ["main"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_prefect(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log = open(state_dir / "logs" / "prefect-server.log", "ab")  # noqa: SIM115 - lives with the server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    log.close()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"prefect server exited with {proc.returncode}; see {state_dir}/logs/prefect-server.log"
+            )
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"prefect server did not answer at {url} within 120 s")
+
+
+def _prove(cluster: str) -> int:
+    from etcdguard import catalogue, profile
+    from etcdguard.clients.objectstore import ObjectStore
+
+    cluster_profile = profile.load_profile(cluster)
+    with ObjectStore(cluster_profile.storage) as store:
+        entry = catalogue.find_backup(store, cluster_profile.storage, cluster=cluster)
+        print(f"\n== manifest s3://{cluster_profile.storage.snapshots.bucket}/{entry.manifest_key}")
+        print(json.dumps(json.loads(entry.manifest.to_json_bytes()), indent=2))
+        print("\n== verifying: download every file and compare with the manifest")
+        report = catalogue.verify_backup(store, cluster_profile.storage, entry)
+        for line in report.checked:
+            print(f"  ok  {line}")
+        for line in report.problems:
+            print(f"  BAD {line}")
+        snapshot = entry.manifest.snapshot_file
+        data = store.get_bytes(cluster_profile.storage.snapshots.bucket, snapshot.key)
+    with tempfile.TemporaryDirectory(prefix="etcdguard-demo-") as scratch:
+        db = Path(scratch) / "snapshot.db"
+        db.write_bytes(data)
+        restore = subprocess.run(
+            ["etcdctl", "snapshot", "restore", str(db), "--data-dir", f"{scratch}/restored"],
+            capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"}, check=False,
+        )  # fmt: skip
+    if restore.returncode == 0:
+        print("  ok  etcdctl snapshot restore: the snapshot restores (its sha256 trailer checked by etcd)")
+    else:
+        print(f"  BAD etcdctl snapshot restore failed: {restore.stderr.strip()[-300:]}")
+    return 0 if report.ok and restore.returncode == 0 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="etcdguard_sim.demo")
     parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the cluster and the Prefect server running"
+    )
     args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.resolve()
     try:
-        spec = control.up(args.state_dir)
+        spec = control.up(state_dir)
     except control.SimError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     cli._print_up(spec)
-    env = {**os.environ, "KUBECONFIG": str(spec.kubeconfig)}
-    for cmd in (["kubectl", "get", "nodes"], ["kubectl", "get", "clusterversion"]):
-        print("\n$ " + " ".join(cmd), flush=True)
-        subprocess.run(cmd, env=env, check=False)
-    print(f"\nStop it with: make sim-down  (or etcdguard-sim down --state-dir {args.state_dir})")
-    return 0
+    profile_dir = state_dir / "profiles"
+    path = profiles.write_profile(spec, profile_dir)
+    print(f"\netcdguard profile: {path}")
+    os.environ.update(
+        ETCDGUARD_PROFILES=str(profile_dir),
+        PREFECT_HOME=str(state_dir / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+    )
+    server, url = _start_prefect(state_dir)
+    os.environ["PREFECT_API_URL"] = url
+    code = 1
+    try:
+        from flows.backup import etcd_backup
+
+        print(
+            f"Prefect server: {url.removesuffix('/api')}\n\n== running flow etcd-backup(cluster={spec.cluster_name!r})"
+        )
+        outcome = etcd_backup(spec.cluster_name)
+        print(f"\n== {outcome.status}: {outcome.message}")
+        print(f"  snapshot:          {outcome.snapshot_uri}")
+        print(f"  static resources:  {outcome.static_resources_uri}")
+        print(f"  manifest:          {outcome.manifest_uri}")
+        print(f"  taken on:          {outcome.source_node} ({outcome.ocp_version})")
+        code = _prove(spec.cluster_name)
+    finally:
+        if args.keep:
+            print(
+                f"\nKept running. Prefect UI: {url.removesuffix('/api')} (server pid {server.pid}); "
+                f"cluster: KUBECONFIG={spec.kubeconfig} kubectl get nodes.\n"
+                f"Stop with: kill {server.pid}; make sim-down"
+            )
+        else:
+            server.terminate()
+            server.wait(timeout=30)
+            control.down(state_dir)
+            print("\nStopped the Prefect server and the simulated cluster (run with KEEP=1 to keep them).")
+    return code
 
 
 if __name__ == "__main__":
