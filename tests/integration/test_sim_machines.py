@@ -280,7 +280,14 @@ def test_replacing_a_master_machine(cluster: layout.SimSpec, ec2: Any) -> None:
     assert provider_id == f"aws:///{old.zone}/{instance_id}"
     assert instance_id != old.instance_id
     assert instance_state(ec2, instance_id) == "running"
-    assert new_machine["status"]["providerStatus"]["instanceState"] == "running"
+    assert new_machine["status"]["providerStatus"]["instanceState"] in ("pending", "running")
+
+    def instance_running() -> bool:
+        obj = kget(cluster, "machine", "-n", "openshift-machine-api", new_name)
+        annotation = obj["metadata"]["annotations"]["machine.openshift.io/instance-state"]
+        return bool(annotation == obj["status"]["providerStatus"]["instanceState"] == "running")
+
+    wait_for("the machine to show its instance running", instance_running)
     addresses = {a["type"]: a["address"] for a in new_machine["status"]["addresses"]}
     new_node = addresses["InternalDNS"]
     assert addresses == {"InternalIP": f"{cluster.prefix}.4", "InternalDNS": new_node, "Hostname": new_node}

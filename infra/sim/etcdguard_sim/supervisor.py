@@ -32,7 +32,7 @@ __all__ = ["etcd_command", "main"]
 
 _TICK = 0.25
 _QUORUM_CHECK_EVERY = 1.0
-_QUORUM_GRACE = 2.0
+_QUORUM_GRACE = 5.0
 
 
 def etcd_command(spec: layout.SimSpec, node: layout.NodeSpec, *, state: str = "new") -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from etcdguard_sim.controllers import context
 
-__all__ = ["OPERATORS", "reconcile"]
+__all__ = ["OPERATORS", "desired_conditions", "node_controller_condition", "reconcile"]
 
 # ClusterOperator name -> kind of its operator.openshift.io/v1 CR (named `cluster`).
 OPERATORS = {

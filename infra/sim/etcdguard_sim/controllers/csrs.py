@@ -39,7 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from etcdguard_sim import _seed_core, apiclient, csrgen, layout
 from etcdguard_sim.controllers import context
 
-__all__ = ["CsrState", "awaiting_serving", "list_csrs", "reconcile"]
+__all__ = ["NOT_READY_MESSAGE", "CsrState", "awaiting_serving", "list_csrs", "reconcile"]
 
 _API = "certificates.k8s.io/v1"
 _KIND = "CertificateSigningRequest"

@@ -1,0 +1,222 @@
+"""The measured stages, each run in a fresh child process so its peak RSS is its own:
+
+    python -m bench._stages '<json StageInput>'   -> one JSON line (StageOutput) on stdout
+
+- `etcdguard`: what `tasks.backup.upload_backup_file` does, from the same building blocks
+  (HostSession.stream -> StreamDigest -> streaming.parts -> ObjectStore.upload_parts), minus the
+  Prefect logger and progress artifact.
+- `naive-sftp` / `naive-scp`: copy the file to local disk (fabric/paramiko SFTP, or OpenSSH `scp`),
+  boto3 `upload_file`, then sha256 of the local file.
+- `ssh-only`: `HostSession.stream` to nowhere.  `s3-only`: `ObjectStore.upload_parts` fed the same
+  number of bytes from memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypedDict
+
+import boto3
+
+from etcdguard import profile, streaming
+from etcdguard.clients.hosts import HostSession
+from etcdguard.clients.objectstore import ObjectStore, read_credentials_file
+
+__all__ = ["STAGES", "StageInput", "StageOutput", "main"]
+
+
+class StageInput(TypedDict):
+    stage: str
+    profile_dir: str
+    cluster: str
+    node: str
+    address: str
+    path: str  # the snapshot on the host
+    size: int
+    local_dir: str  # where the naive way lands the file
+    ssh_config: str
+
+
+class StageOutput(TypedDict):
+    stage: str
+    seconds: float
+    bytes: int
+    baseline_rss_kib: int  # after imports, before the work
+    peak_rss_kib: int  # ru_maxrss of this process
+    detail: dict[str, Any]
+
+
+def _vm_rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _etcdguard(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[str, Any]:
+    """tasks.backup.upload_backup_file for the snapshot, minus Prefect (same calls, same checks)."""
+    location = prof.storage.snapshots
+    compress = prof.storage.compression == "zstd"
+    digest = streaming.StreamDigest(compress=compress, check_trailer=True)
+    read = 0
+    last_report = time.monotonic()
+
+    def report_progress(nbytes: int) -> None:  # the task's bookkeeping, without the artifact call
+        nonlocal read, last_report
+        read += nbytes
+        if time.monotonic() - last_report > 1.0:
+            last_report = time.monotonic()
+
+    with (
+        HostSession(prof.ssh, address=cfg["address"], node=cfg["node"]) as host,
+        ObjectStore(prof.storage) as store,
+    ):
+
+        def stored_chunks() -> Iterator[bytes]:
+            for chunk in host.stream(cfg["path"], sudo=True):
+                report_progress(len(chunk))
+                out = digest.update(chunk)
+                if out:
+                    yield out
+            tail, _ = digest.finish()
+            if tail:
+                yield tail
+
+        upload = store.upload_parts(
+            location.bucket,
+            key,
+            streaming.parts(stored_chunks(), prof.storage.part_size),
+            parallel=prof.storage.parallel_parts,
+            kms_key_id=location.kms_key_id,
+            tags={"etcdguard.io/cluster": prof.name, "etcdguard.io/kind": "snapshot"},
+        )
+    result = digest.result
+    if result is None or result.size_stored != upload.size:
+        raise RuntimeError(f"{upload.size} bytes reached S3 but the digest saw {result and result.size_stored}.")
+    if result.trailer != "present-valid":
+        raise RuntimeError(f"The snapshot's sha256 trailer is {result.trailer}, not present-valid.")
+    return {
+        "parts": upload.parts,
+        "part_size_mib": prof.storage.part_size_mib,
+        "parallel_parts": prof.storage.parallel_parts,
+        "compression": prof.storage.compression,
+        "sha256": result.sha256_original,
+        "trailer": result.trailer,
+        "stored": result.size_stored,
+    }
+
+
+def _naive(cfg: StageInput, prof: profile.ClusterProfile, key: str, *, copier: str) -> dict[str, Any]:
+    """Land the file on local disk, upload it with boto3's managed transfer, hash it."""
+    local = Path(cfg["local_dir"]) / "snapshot.db"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    steps: dict[str, float] = {}
+    started = time.monotonic()
+    if copier == "sftp":
+        with HostSession(prof.ssh, address=cfg["address"], node=cfg["node"]) as host:
+            host._conn.get(cfg["path"], str(local))  # fabric Connection.get: paramiko SFTP
+    else:
+        subprocess.run(
+            ["scp", "-q", "-F", cfg["ssh_config"], "-o", "BatchMode=yes", f"{cfg['node']}:{cfg['path']}", str(local)],
+            check=True,
+        )
+    steps["copy_s"] = time.monotonic() - started
+    mark = time.monotonic()
+    storage = prof.storage
+    creds = read_credentials_file(storage.credentials_file) if storage.credentials_file else {}
+    s3 = boto3.session.Session().client(
+        "s3",
+        endpoint_url=storage.endpoint_url,
+        region_name=storage.region,
+        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+    )
+    try:
+        s3.upload_file(str(local), storage.snapshots.bucket, key)
+    finally:
+        s3.close()
+    steps["upload_s"] = time.monotonic() - mark
+    mark = time.monotonic()
+    with local.open("rb") as fh:
+        sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+    steps["sha256_s"] = time.monotonic() - mark
+    size = local.stat().st_size
+    local.unlink()
+    return {**steps, "sha256": sha256, "local_size": size}
+
+
+def _ssh_only(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[str, Any]:
+    total = 0
+    chunks = 0
+    with HostSession(prof.ssh, address=cfg["address"], node=cfg["node"]) as host:
+        for chunk in host.stream(cfg["path"], sudo=True):
+            total += len(chunk)
+            chunks += 1
+    return {"read": total, "chunks": chunks, "mean_chunk_kib": round(total / max(chunks, 1) / 1024, 1)}
+
+
+def _s3_only(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[str, Any]:
+    part_size = prof.storage.part_size
+    block = os.urandom(part_size)
+    full, rest = divmod(cfg["size"], part_size)
+
+    def generated() -> Iterator[bytes]:
+        for _ in range(full):
+            yield block
+        if rest:
+            yield block[:rest]
+
+    with ObjectStore(prof.storage) as store:
+        upload = store.upload_parts(
+            prof.storage.snapshots.bucket, key, generated(), parallel=prof.storage.parallel_parts
+        )
+    return {"parts": upload.parts, "uploaded": upload.size}
+
+
+STAGES: dict[str, Callable[[StageInput, profile.ClusterProfile, str], dict[str, Any]]] = {
+    "etcdguard": _etcdguard,
+    "naive-sftp": lambda cfg, prof, key: _naive(cfg, prof, key, copier="sftp"),
+    "naive-scp": lambda cfg, prof, key: _naive(cfg, prof, key, copier="scp"),
+    "ssh-only": _ssh_only,
+    "s3-only": _s3_only,
+}
+
+
+def run_stage(cfg: StageInput) -> StageOutput:
+    prof = profile.load_profile(cfg["cluster"], directory=Path(cfg["profile_dir"]))
+    key = f"bench/{cfg['stage']}-{time.time_ns()}.db"
+    baseline = _vm_rss_kib()
+    started = time.monotonic()
+    detail = STAGES[cfg["stage"]](cfg, prof, key)
+    seconds = time.monotonic() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if cfg["stage"] != "ssh-only":  # free moto's memory for the next stage
+        with ObjectStore(prof.storage) as store:
+            store.delete_keys(prof.storage.snapshots.bucket, [key])
+    return StageOutput(
+        stage=cfg["stage"],
+        seconds=seconds,
+        bytes=cfg["size"],
+        baseline_rss_kib=baseline,
+        peak_rss_kib=peak,
+        detail=detail,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    cfg: StageInput = json.loads(args[0])
+    print(json.dumps(run_stage(cfg)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
