@@ -161,5 +161,7 @@ def take_snapshot(spec: layout.SimSpec, *, directory: str = "/home/core/assets/b
         raise RuntimeError(f"cluster-backup.sh left {len(rows)} snapshots in {directory}: {listing!r}")
     path, size, owner = rows[0]
     if owner != "root":
-        raise RuntimeError(f"The snapshot {path} is owned by {owner}, not root: the benchmark needs sudo cat.")
+        raise RuntimeError(
+            f"The snapshot {path} is owned by {owner}, not root: the benchmark needs sudo cat."
+        )
     return HostSnapshot(node=node.name, address=node.ip, path=path, size=int(size), output=output)

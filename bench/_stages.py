@@ -51,6 +51,7 @@ class StageOutput(TypedDict):
     bytes: int
     baseline_rss_kib: int  # after imports, before the work
     peak_rss_kib: int  # ru_maxrss of this process
+    cpu_seconds: float  # user + system CPU of this process during the stage
     detail: dict[str, Any]
 
 
@@ -100,7 +101,9 @@ def _etcdguard(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[
         )
     result = digest.result
     if result is None or result.size_stored != upload.size:
-        raise RuntimeError(f"{upload.size} bytes reached S3 but the digest saw {result and result.size_stored}.")
+        raise RuntimeError(
+            f"{upload.size} bytes reached S3 but the digest saw {result and result.size_stored}."
+        )
     if result.trailer != "present-valid":
         raise RuntimeError(f"The snapshot's sha256 trailer is {result.trailer}, not present-valid.")
     return {
@@ -125,7 +128,16 @@ def _naive(cfg: StageInput, prof: profile.ClusterProfile, key: str, *, copier: s
             host._conn.get(cfg["path"], str(local))  # fabric Connection.get: paramiko SFTP
     else:
         subprocess.run(
-            ["scp", "-q", "-F", cfg["ssh_config"], "-o", "BatchMode=yes", f"{cfg['node']}:{cfg['path']}", str(local)],
+            [
+                "scp",
+                "-q",
+                "-F",
+                cfg["ssh_config"],
+                "-o",
+                "BatchMode=yes",
+                f"{cfg['node']}:{cfg['path']}",
+                str(local),
+            ],
             check=True,
         )
     steps["copy_s"] = time.monotonic() - started
@@ -194,9 +206,11 @@ def run_stage(cfg: StageInput) -> StageOutput:
     prof = profile.load_profile(cfg["cluster"], directory=Path(cfg["profile_dir"]))
     key = f"bench/{cfg['stage']}-{time.time_ns()}.db"
     baseline = _vm_rss_kib()
+    cpu = time.process_time()
     started = time.monotonic()
     detail = STAGES[cfg["stage"]](cfg, prof, key)
     seconds = time.monotonic() - started
+    cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if cfg["stage"] != "ssh-only":  # free moto's memory for the next stage
         with ObjectStore(prof.storage) as store:
@@ -207,6 +221,7 @@ def run_stage(cfg: StageInput) -> StageOutput:
         bytes=cfg["size"],
         baseline_rss_kib=baseline,
         peak_rss_kib=peak,
+        cpu_seconds=cpu,
         detail=detail,
     )
 

@@ -92,7 +92,9 @@ def _report(results: dict[str, StageOutput], *, snapshot: _cluster.HostSnapshot)
     print(f"{'stage':<12} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13} {'base RSS MiB':>13}  detail")
     for name in _ORDER:
         r = results[name]
-        detail = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r["detail"].items() if k != "sha256"}
+        detail = {
+            k: (round(v, 2) if isinstance(v, float) else v) for k, v in r["detail"].items() if k != "sha256"
+        }
         print(
             f"{name:<12} {r['seconds']:>8.2f} {_mibps(r['bytes'], r['seconds']):>8.1f} "
             f"{r['peak_rss_kib'] / 1024:>13.1f} {r['baseline_rss_kib'] / 1024:>13.1f}  {detail}"
@@ -107,11 +109,21 @@ def _report(results: dict[str, StageOutput], *, snapshot: _cluster.HostSnapshot)
     print("\n== targets")
     for label, b in (("paramiko SFTP", b_sftp), ("OpenSSH scp", b_scp)):
         ratio = a / b
-        print(f"a/b  (b = {label:<13}) = {ratio:.2f}  target <= {TARGETS['a/b']}  {_verdict(ratio <= TARGETS['a/b'])}")
+        print(
+            f"a/b  (b = {label:<13}) = {ratio:.2f}  target <= {TARGETS['a/b']}  {_verdict(ratio <= TARGETS['a/b'])}"
+        )
     ratio = a / c_max
-    print(f"a/max(c)                     = {ratio:.2f}  target <= {TARGETS['a/max(c)']}  {_verdict(ratio <= TARGETS['a/max(c)'])}")
-    scaled = f" (snapshot is {size / _MiB:.0f} MiB, target is for 1 GiB)" if abs(size - 1024 * _MiB) > 128 * _MiB else ""
-    print(f"peak RSS of (a)              = {peak:.0f} MiB  target < {TARGETS['peak_rss_mib']:.0f} MiB  {_verdict(peak < TARGETS['peak_rss_mib'])}{scaled}")
+    print(
+        f"a/max(c)                     = {ratio:.2f}  target <= {TARGETS['a/max(c)']}  {_verdict(ratio <= TARGETS['a/max(c)'])}"
+    )
+    scaled = (
+        f" (snapshot is {size / _MiB:.0f} MiB, target is for 1 GiB)"
+        if abs(size - 1024 * _MiB) > 128 * _MiB
+        else ""
+    )
+    print(
+        f"peak RSS of (a)              = {peak:.0f} MiB  target < {TARGETS['peak_rss_mib']:.0f} MiB  {_verdict(peak < TARGETS['peak_rss_mib'])}{scaled}"
+    )
 
 
 def run(*, size_mib: int, state_dir: Path) -> None:
@@ -162,9 +174,13 @@ def run(*, size_mib: int, state_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.backup_throughput", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.backup_throughput", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--size-mib", type=int, default=1024, help="how much to put in etcd (default 1024)")
-    parser.add_argument("--state-dir", type=Path, help="the simulator's state dir (kept); default: a temp dir")
+    parser.add_argument(
+        "--state-dir", type=Path, help="the simulator's state dir (kept); default: a temp dir"
+    )
     args = parser.parse_args(argv)
     if args.size_mib < 8:
         parser.error(f"--size-mib {args.size_mib} is too small to measure anything: use 8 or more.")

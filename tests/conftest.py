@@ -16,6 +16,9 @@ from etcdguard_sim import control, layout
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="etcdguard-prefect-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Tasks retry transient errors after 5, 20 and 60 s; tests that inject such errors would wait
+# minutes. Prefect reads the delays when `tasks` is imported, hence here, before any test module.
+os.environ.setdefault("ETCDGUARD_RETRY_DELAYS", "0.5,1,2")
 
 
 @pytest.fixture(scope="session")

@@ -42,8 +42,16 @@ def profile_data(files: dict[str, Path], name: str = "prod-eu") -> dict[str, Any
             "endpoint_url": "http://127.0.0.1:9000",
             "region": "eu-west-1",
             "credentials_file": str(files["credentials_file"]),
-            "snapshots": {"bucket": "acme-etcd-backups", "prefix": "etcd", "kms_key_id": "alias/etcd-backups"},
-            "static_resources": {"bucket": "acme-etcd-keys", "prefix": "static", "kms_key_id": "alias/etcd-keys"},
+            "snapshots": {
+                "bucket": "acme-etcd-backups",
+                "prefix": "etcd",
+                "kms_key_id": "alias/etcd-backups",
+            },
+            "static_resources": {
+                "bucket": "acme-etcd-keys",
+                "prefix": "static",
+                "kms_key_id": "alias/etcd-keys",
+            },
             "compression": "zstd",
         },
         "window": {
@@ -143,7 +151,12 @@ def test_a_name_mismatch_is_refused(files: dict[str, Path], profiles: Path) -> N
 
 @pytest.mark.parametrize(
     ("section", "field"),
-    [("api", "kubeconfig"), ("ssh", "identity_file"), ("ssh", "known_hosts"), ("storage", "credentials_file")],
+    [
+        ("api", "kubeconfig"),
+        ("ssh", "identity_file"),
+        ("ssh", "known_hosts"),
+        ("storage", "credentials_file"),
+    ],
 )
 def test_relative_paths_are_refused(files: dict[str, Path], profiles: Path, section: str, field: str) -> None:
     data = profile_data(files)
@@ -153,7 +166,10 @@ def test_relative_paths_are_refused(files: dict[str, Path], profiles: Path, sect
     message = refused("prod-eu", profiles)
 
     assert f"Profile {profiles / 'prod-eu.yaml'} is invalid; fix these fields:" in message
-    assert f"  {section}.{field}: Value error, 'secrets/some-file' is a relative path; give an absolute path" in message
+    assert (
+        f"  {section}.{field}: Value error, 'secrets/some-file' is a relative path; give an absolute path"
+        in message
+    )
 
 
 @pytest.mark.parametrize("size", [0, 4])
@@ -182,7 +198,10 @@ def test_static_resources_must_not_share_the_snapshots_location(
 
     message = refused("prod-eu", profiles)
 
-    assert "storage: Value error, storage.static_resources must be stored apart from storage.snapshots" in message
+    assert (
+        "storage: Value error, storage.static_resources must be stored apart from storage.snapshots"
+        in message
+    )
     assert "use another bucket, or another non-empty prefix in the same bucket" in message
 
 
@@ -199,7 +218,9 @@ def test_a_bad_window_timezone_is_refused(files: dict[str, Path], profiles: Path
     data["window"]["timezone"] = "Europe/Atlantis"
     write(profiles, data)
     message = refused("prod-eu", profiles)
-    assert "window.timezone: Value error, Time zone 'Europe/Atlantis' is not an IANA time zone name" in message
+    assert (
+        "window.timezone: Value error, Time zone 'Europe/Atlantis' is not an IANA time zone name" in message
+    )
 
 
 def test_unknown_and_missing_fields_are_named(files: dict[str, Path], profiles: Path) -> None:

@@ -3,12 +3,12 @@
 
 For each control-plane host it keeps the host's mount namespace (`hostns`), its sshd and its
 kubelet (`kubelet.Kubelet`, whose static pods run the real etcd member). It also runs the S3/EC2
-endpoint (moto's server) and the API server, which answers only while at least one host runs a
+endpoint (moto's server, behind the fault-injecting `s3proxy`) and the API server, which answers only while at least one host runs a
 kube-apiserver container and etcd has quorum, as behind a real load balancer.
 
 Power: `DIR/run/power/<node>` holding `off` powers a host off (sshd and every container stop,
 SSH is refused); removing it, or writing `on`, powers it on again. `DIR/run/ssh-cut/<node>`
-stops only that host's sshd. `etcdguard-sim down` sends SIGTERM: everything stops.
+stops only that host's sshd (established sessions die too; see `faults`). `etcdguard-sim down` sends SIGTERM: everything stops.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from etcdguard_sim import hostns, kubelet, layout, sshsetup
+from etcdguard_sim import faults, hostns, kubelet, layout, s3proxy, sshsetup
 
 __all__ = ["etcd_command", "main"]
 
@@ -126,6 +126,9 @@ class _Host:
             except subprocess.TimeoutExpired:
                 os.killpg(self.sshd.pid, signal.SIGKILL)
                 self.sshd.wait()
+        if self.sshd is not None and self.holder is not None:
+            # Each connection's sshd runs in its own session: stopping the listener leaves them.
+            faults.kill_ssh_sessions(self.holder.pid)
         self.sshd = None
 
     def stop(self) -> None:
@@ -149,6 +152,7 @@ class _Supervisor:
         self.hosts = [_Host(spec, n) for n in spec.masters]
         self.api: subprocess.Popen[bytes] | None = None
         self.moto: subprocess.Popen[bytes] | None = None
+        self.s3proxy: subprocess.Popen[bytes] | None = None
         self.controllers: subprocess.Popen[bytes] | None = None
         self._spec_mtime = 0.0
         self.stopping = False
@@ -174,6 +178,7 @@ class _Supervisor:
         for proc, name in (
             (self.api, "kube-apiserver"),
             (self.moto, "moto"),
+            (self.s3proxy, "s3proxy"),
             (self.controllers, "controllers"),
         ):
             if proc is not None and proc.poll() is None:
@@ -263,10 +268,8 @@ class _Supervisor:
 
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
-        self.moto = self._spawn(
-            "moto",
-            [sys.executable, "-m", "moto.server", "-H", f"{self.spec.prefix}.200", "-p", "5000"],
-        )
+        self.moto = self._spawn("moto", s3proxy.moto_argv(self.spec))
+        self.s3proxy = self._spawn("s3proxy", s3proxy.proxy_argv(self.spec))  # listens once moto does
         for host in self.hosts:
             host.start()
         self._spec_mtime = (self.spec.state_dir / "sim.json").stat().st_mtime
@@ -296,6 +299,7 @@ class _Supervisor:
         self._terminate(self.api)
         for host in self.hosts:
             host.stop()
+        self._terminate(self.s3proxy)
         self._terminate(self.moto)
         self._record()
         print("supervisor: stopped every process", flush=True)
