@@ -9,7 +9,7 @@ APT_PKGS    := etcd-server etcd-client openssh-server sudo zstd jq ca-certificat
 STATE_DIR   ?= $(CURDIR)/.state/demo
 UV          := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
-.PHONY: help deps apt venv lint typecheck imports test test-fast demo sim-up sim-down clean
+.PHONY: help deps apt venv lint typecheck imports test test-fast demo sim-up sim-down clean bench
 
 help:
 	@echo "make demo   - set up, start the simulated cluster and S3, run the nightly backup job end to end"
@@ -56,6 +56,9 @@ demo: deps
 
 sim-up: deps
 	$(VENV)/bin/etcdguard-sim up --state-dir $(STATE_DIR)
+
+bench: deps
+	$(PY) -m bench.backup_throughput
 
 sim-down:
 	$(VENV)/bin/etcdguard-sim down --state-dir $(STATE_DIR)

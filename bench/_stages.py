@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import boto3
+import fabric
+import paramiko
 
 from etcdguard import profile, streaming
 from etcdguard.clients.hosts import HostSession
@@ -62,6 +64,12 @@ def _vm_rss_kib() -> int:
     return 0
 
 
+def _cipher(transport: Any) -> str:
+    """The negotiated cipher (and MAC, unless the cipher is an AEAD one that needs none)."""
+    cipher = str(transport.remote_cipher)
+    return cipher if "gcm" in cipher else f"{cipher} + {transport.remote_mac}"
+
+
 def _etcdguard(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[str, Any]:
     """tasks.backup.upload_backup_file for the snapshot, minus Prefect (same calls, same checks)."""
     location = prof.storage.snapshots
@@ -91,6 +99,8 @@ def _etcdguard(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[
             if tail:
                 yield tail
 
+        transport = host._conn.client.get_transport()
+        cipher = _cipher(transport)
         upload = store.upload_parts(
             location.bucket,
             key,
@@ -107,6 +117,7 @@ def _etcdguard(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[
     if result.trailer != "present-valid":
         raise RuntimeError(f"The snapshot's sha256 trailer is {result.trailer}, not present-valid.")
     return {
+        "cipher": cipher,
         "parts": upload.parts,
         "part_size_mib": prof.storage.part_size_mib,
         "parallel_parts": prof.storage.parallel_parts,
@@ -121,11 +132,20 @@ def _naive(cfg: StageInput, prof: profile.ClusterProfile, key: str, *, copier: s
     """Land the file on local disk, upload it with boto3's managed transfer, hash it."""
     local = Path(cfg["local_dir"]) / "snapshot.db"
     local.parent.mkdir(parents=True, exist_ok=True)
-    steps: dict[str, float] = {}
+    steps: dict[str, Any] = {"cipher": "OpenSSH defaults"}
     started = time.monotonic()
-    if copier == "sftp":
-        with HostSession(prof.ssh, address=cfg["address"], node=cfg["node"]) as host:
-            host._conn.get(cfg["path"], str(local))  # fabric Connection.get: paramiko SFTP
+    if copier == "sftp":  # fabric as an operator would use it: paramiko's defaults, known hosts checked
+        conn = fabric.Connection(
+            cfg["address"],
+            user=prof.ssh.user,
+            connect_kwargs={"key_filename": [str(prof.ssh.identity_file)], "look_for_keys": False},
+        )
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        conn.client.load_host_keys(str(prof.ssh.known_hosts))
+        with conn:
+            conn.get(cfg["path"], str(local))  # paramiko SFTP
+            transport = conn.client.get_transport()
+            steps["cipher"] = _cipher(transport)
     else:
         subprocess.run(
             [
@@ -172,7 +192,13 @@ def _ssh_only(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[s
         for chunk in host.stream(cfg["path"], sudo=True):
             total += len(chunk)
             chunks += 1
-    return {"read": total, "chunks": chunks, "mean_chunk_kib": round(total / max(chunks, 1) / 1024, 1)}
+        transport = host._conn.client.get_transport()
+    return {
+        "cipher": _cipher(transport),
+        "read": total,
+        "chunks": chunks,
+        "mean_chunk_kib": round(total / max(chunks, 1) / 1024, 1),
+    }
 
 
 def _s3_only(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[str, Any]:

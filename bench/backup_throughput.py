@@ -89,14 +89,16 @@ def _verdict(ok: bool) -> str:
 def _report(results: dict[str, StageOutput], *, snapshot: _cluster.HostSnapshot) -> None:
     size = snapshot.size
     print(f"\n== snapshot {snapshot.path} on {snapshot.node}: {size:,} bytes ({size / _MiB:.1f} MiB)")
-    print(f"{'stage':<12} {'seconds':>8} {'MiB/s':>8} {'peak RSS MiB':>13} {'base RSS MiB':>13}  detail")
+    print(
+        f"{'stage':<12} {'seconds':>8} {'MiB/s':>8} {'CPU s':>6} {'peak RSS MiB':>13} {'base RSS MiB':>13}  detail"
+    )
     for name in _ORDER:
         r = results[name]
         detail = {
             k: (round(v, 2) if isinstance(v, float) else v) for k, v in r["detail"].items() if k != "sha256"
         }
         print(
-            f"{name:<12} {r['seconds']:>8.2f} {_mibps(r['bytes'], r['seconds']):>8.1f} "
+            f"{name:<12} {r['seconds']:>8.2f} {_mibps(r['bytes'], r['seconds']):>8.1f} {r['cpu_seconds']:>6.2f} "
             f"{r['peak_rss_kib'] / 1024:>13.1f} {r['baseline_rss_kib'] / 1024:>13.1f}  {detail}"
         )
     hashes = {results[n]["detail"]["sha256"] for n in ("etcdguard", "naive-sftp", "naive-scp")}

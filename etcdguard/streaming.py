@@ -45,9 +45,12 @@ class StreamDigest:
     """Feed original bytes with `update`; get the bytes to store back. Call `finish` once."""
 
     def __init__(self, *, compress: bool, check_trailer: bool, level: int = 3) -> None:
-        self._original = hashlib.sha256()
-        self._stored = hashlib.sha256()
+        # One sha256 pass per byte where the bytes are the same: with the trailer check, the
+        # original's digest is the body's digest continued with the tail (`finish`); without
+        # compression, the stored bytes are the original bytes.
         self._body = hashlib.sha256()  # everything but the last 32 bytes seen so far
+        self._original = None if check_trailer else hashlib.sha256()
+        self._stored = hashlib.sha256() if compress else None
         self._tail = b""
         self._size_original = 0
         self._size_stored = 0
@@ -61,36 +64,58 @@ class StreamDigest:
         """Account for `chunk` of the original file; return the bytes to store for it."""
         if self._done:
             raise RuntimeError("StreamDigest.update was called after finish().")
-        self._original.update(chunk)
         self._size_original += len(chunk)
-        if self._check_trailer:
-            window = self._tail + chunk
-            if len(window) > TRAILER_SIZE:
-                self._body.update(window[:-TRAILER_SIZE])
-                self._tail = window[-TRAILER_SIZE:]
-            else:
-                self._tail = window
-        out = self._compressor.compress(chunk) if self._compressor is not None else chunk
-        self._stored.update(out)
+        if self._original is not None:
+            self._original.update(chunk)
+        else:
+            self._track_tail(chunk)
+        if self._compressor is None:
+            self._size_stored += len(chunk)
+            return chunk
+        out: bytes = self._compressor.compress(chunk)
+        if self._stored is not None:
+            self._stored.update(out)
         self._size_stored += len(out)
         return out
+
+    def _track_tail(self, chunk: bytes) -> None:
+        """Hash all but the last 32 bytes seen so far into `_body` without copying `chunk`."""
+        if len(chunk) >= TRAILER_SIZE:
+            self._body.update(self._tail)  # the new last 32 bytes are all in `chunk`
+            view = memoryview(chunk)
+            self._body.update(view[:-TRAILER_SIZE])
+            self._tail = bytes(view[-TRAILER_SIZE:])
+            return
+        window = self._tail + chunk  # at most 63 bytes
+        if len(window) > TRAILER_SIZE:
+            self._body.update(window[:-TRAILER_SIZE])
+            self._tail = window[-TRAILER_SIZE:]
+        else:
+            self._tail = window
 
     def finish(self) -> tuple[bytes, StreamResult]:
         """The last bytes to store (the compressor's flush) and the result."""
         self._done = True
         out = self._compressor.flush() if self._compressor is not None else b""
-        self._stored.update(out)
         self._size_stored += len(out)
         trailer = None
-        if self._check_trailer:
+        original = self._original
+        if original is None:  # checking the trailer: original = body + tail
             trailer = trailer_state(
                 body_sha256=self._body.digest(), tail=self._tail, size=self._size_original
             )
+            original = self._body.copy()
+            original.update(self._tail)
+        sha256_original = original.hexdigest()
+        sha256_stored = sha256_original
+        if self._stored is not None:
+            self._stored.update(out)
+            sha256_stored = self._stored.hexdigest()
         self.result = StreamResult(
             size_original=self._size_original,
             size_stored=self._size_stored,
-            sha256_original=self._original.hexdigest(),
-            sha256_stored=self._stored.hexdigest(),
+            sha256_original=sha256_original,
+            sha256_stored=sha256_stored,
             trailer=trailer,
         )
         return out, self.result
@@ -114,16 +139,26 @@ def trailer_state(
 
 def parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     """Re-cut `chunks` into pieces of exactly `size` bytes (the last may be shorter, never empty
-    unless the whole input is empty, in which case one empty part is yielded)."""
+    unless the whole input is empty, in which case one empty part is yielded).
+
+    Each byte is copied once, into its part: the chunks are held as views until a part is full."""
     if size <= 0:
         raise ValueError(f"part size {size} must be positive.")
-    buffer = bytearray()
+    pending: list[memoryview] = []
+    held = 0
     produced = False
     for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
+        view = memoryview(chunk)
+        while held + len(view) >= size:
+            take = size - held
+            pending.append(view[:take])
+            yield b"".join(pending)
             produced = True
-    if buffer or not produced:
-        yield bytes(buffer)
+            pending = []
+            held = 0
+            view = view[take:]
+        if len(view):
+            pending.append(view)
+            held += len(view)
+    if pending or not produced:
+        yield b"".join(pending)

@@ -199,13 +199,15 @@ def _take_backup(cluster_profile: profile.ClusterProfile, *, force: bool, now: d
 
 
 @flow(name="etcd-backup", log_prints=False)
-def etcd_backup(cluster: str, force: bool = False) -> BackupOutcome:
+def etcd_backup(cluster: str, force: bool = False, prune: bool = False) -> BackupOutcome:
     """Back up one cluster's etcd (guide 4.1): one snapshot from one healthy control-plane node,
     stored in S3 with its static pod resources, verified, catalogued.
 
     cluster: the profile name (`profiles/<cluster>.yaml`).
     force: run outside the off-peak window, on a cluster younger than 24 h, or while operators are
         Progressing (cluster-backup.sh --force: a possibly dirty backup).
+    prune: after the backup is stored and verified (never before), apply the cluster's retention
+        policy (etcd-retention, not a dry run).
     """
     logger = get_run_logger()
     cluster_profile = profile.load_profile(cluster)  # ConfigError before any side effect
@@ -235,4 +237,8 @@ def etcd_backup(cluster: str, force: bool = False) -> BackupOutcome:
         )
         raise
     logger.info("%s (%.1f s)", outcome.message, time.monotonic() - started)
+    if prune:
+        from flows.retention import etcd_retention
+
+        etcd_retention(cluster, dry_run=False)
     return outcome

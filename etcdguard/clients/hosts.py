@@ -15,6 +15,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import fabric
 import paramiko
@@ -26,6 +27,21 @@ __all__ = ["CommandResult", "HostSession"]
 
 _CHUNK = 1024 * 1024
 _WINDOW = 16 * 1024 * 1024
+# AES-GCM first (paramiko's own order starts with AES-CTR + HMAC-SHA2): an AEAD cipher
+# authenticates while it decrypts, which saves a separate HMAC-SHA256 pass over every byte read,
+# about a third of the CPU a snapshot stream costs (bench/backup_throughput). Every cipher
+# paramiko offers stays in the list after these, so hosts without GCM still connect.
+_PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
+    """paramiko's Transport with `_PREFERRED_CIPHERS` moved to the front of the cipher list."""
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    offered = tuple(options.ciphers)
+    first = tuple(c for c in _PREFERRED_CIPHERS if c in offered)
+    options.ciphers = first + tuple(c for c in offered if c not in first)
+    return transport
 
 
 class CommandResult:
@@ -53,6 +69,7 @@ class HostSession:
                 "allow_agent": False,
                 "banner_timeout": access.connect_timeout,
                 "auth_timeout": access.connect_timeout,
+                "transport_factory": _transport,
             },
         )
         ssh = self._conn.client

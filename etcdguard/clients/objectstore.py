@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,17 @@ import botocore.exceptions
 from etcdguard import errors
 from etcdguard.profile import StorageSettings
 
-__all__ = ["ObjectInfo", "ObjectStore", "UploadResult", "read_credentials_file"]
+__all__ = [
+    "ObjectInfo",
+    "ObjectStore",
+    "UploadResult",
+    "abort_upload",
+    "delete_versions",
+    "list_versions",
+    "locked_until",
+    "read_credentials_file",
+    "stale_uploads",
+]
 
 _TRANSIENT_CODES = {
     "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
@@ -44,10 +55,11 @@ class UploadResult:
 
 
 class ObjectInfo:
-    def __init__(self, *, key: str, size: int, etag: str) -> None:
+    def __init__(self, *, key: str, size: int, etag: str, last_modified: datetime | None = None) -> None:
         self.key = key
         self.size = size
         self.etag = etag
+        self.last_modified = last_modified
 
 
 def read_credentials_file(path: Path) -> dict[str, str]:
@@ -272,7 +284,12 @@ class ObjectStore:
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents") or []:
                     found.append(
-                        ObjectInfo(key=item["Key"], size=int(item["Size"]), etag=str(item["ETag"]).strip('"'))
+                        ObjectInfo(
+                            key=item["Key"],
+                            size=int(item["Size"]),
+                            etag=str(item["ETag"]).strip('"'),
+                            last_modified=item.get("LastModified"),
+                        )
                     )
         return found
 
@@ -323,3 +340,59 @@ class ObjectStore:
                     else {"CreateBucketConfiguration": {"LocationConstraint": region}}
                 )
                 self._s3.create_bucket(Bucket=bucket, **extra)
+
+
+# ---- retention: versions, locks, stale uploads (module functions over the same client) -------
+
+
+def list_versions(store: ObjectStore, bucket: str, prefix: str) -> list[tuple[str, str | None]]:
+    """(key, version id) of every version and delete marker under `prefix`; on an unversioned
+    bucket, one entry per key with version id None."""
+    found: list[tuple[str, str | None]] = []
+    with store._translate(f"Listing the versions in s3://{bucket}/{prefix}"):
+        for page in store._s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+            for item in (page.get("Versions") or []) + (page.get("DeleteMarkers") or []):
+                version = item.get("VersionId")
+                found.append((str(item["Key"]), None if version in (None, "null") else str(version)))
+    return found
+
+
+def delete_versions(
+    store: ObjectStore, bucket: str, items: list[tuple[str, str | None]]
+) -> tuple[int, list[tuple[str, str]]]:
+    """Delete these versions with DeleteObjects, 1000 per request. Returns (deleted, refused), where
+    refused lists (key, S3 error code), e.g. AccessDenied for an Object-Locked version."""
+    deleted, refused = 0, []
+    for start in range(0, len(items), 1000):
+        batch = items[start : start + 1000]
+        objects = [{"Key": k, **({"VersionId": v} if v else {})} for k, v in batch]
+        with store._translate(f"Deleting {len(batch)} object versions in s3://{bucket}"):
+            reply = store._s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": objects, "Quiet": True}, BypassGovernanceRetention=False
+            )
+        failures = reply.get("Errors") or []
+        refused += [(str(f.get("Key")), str(f.get("Code"))) for f in failures]
+        deleted += len(batch) - len(failures)
+    return deleted, refused
+
+
+def locked_until(store: ObjectStore, bucket: str, key: str) -> datetime | None:
+    """The Object Lock retain-until date of the current version, if a retention or legal hold applies."""
+    with store._translate(f"Reading s3://{bucket}/{key}"):
+        reply = store._s3.head_object(Bucket=bucket, Key=key)
+    if reply.get("ObjectLockLegalHoldStatus") == "ON":
+        return datetime.max.replace(tzinfo=reply["LastModified"].tzinfo)
+    until = reply.get("ObjectLockRetainUntilDate")
+    return until if isinstance(until, datetime) else None
+
+
+def stale_uploads(store: ObjectStore, bucket: str, prefix: str) -> list[tuple[str, str, datetime]]:
+    """(key, upload id, initiated) of unfinished multipart uploads under `prefix`."""
+    with store._translate(f"Listing multipart uploads in s3://{bucket}/{prefix}"):
+        reply = store._s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    return [(str(u["Key"]), str(u["UploadId"]), u["Initiated"]) for u in reply.get("Uploads") or []]
+
+
+def abort_upload(store: ObjectStore, bucket: str, key: str, upload_id: str) -> None:
+    with store._translate(f"Aborting the upload of s3://{bucket}/{key}"):
+        store._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)

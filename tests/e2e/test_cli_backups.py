@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ def _s3(sim: layout.SimSpec) -> Any:
 @pytest.fixture(scope="module")
 def backup(
     sim: layout.SimSpec, prefect_server: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Path, BackupOutcome]]:
+) -> tuple[Path, BackupOutcome]:
     """One real backup of `demo`, and the profiles directory that describes its S3."""
     directory = tmp_path_factory.mktemp("cli") / "profiles"
     profiles.write_profile(sim, directory)
@@ -42,7 +41,7 @@ def backup(
         outcome = etcd_backup("demo")
     assert outcome.status == "completed", outcome.message
     assert outcome.backup_id is not None
-    yield directory, outcome
+    return directory, outcome
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,7 +75,9 @@ def test_list_shows_the_backup(sim: layout.SimSpec, backup: tuple[Path, BackupOu
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    row = next(line for line in lines if outcome.backup_id in line)
+    print(result.stdout)  # shown with -rP: what an admin sees
+    row = next((line for line in lines if outcome.backup_id in line), None)
+    assert row is not None, result.stdout
     assert outcome.source_node is not None
     assert outcome.source_node in row
     assert "4.8.12" in row
@@ -146,11 +147,11 @@ def test_verify_passes_then_catches_a_replaced_snapshot(
     assert "the manifest says" in problem
     assert "static_resources:" in bad.stdout  # the intact file is still reported as checked
     assert "Traceback" not in bad.stderr
-    assert everything.returncode == 1
-    assert (
-        "backup(s) intact." in everything.stdout
-        or f"Backup {outcome.backup_id}: 1 PROBLEM" in everything.stdout
-    )
+    assert everything.returncode == 1, everything.stdout + everything.stderr
+    assert f"Backup {outcome.backup_id}: 1 PROBLEM(S)." in everything.stdout
+    summary = re.search(r"^(\d+) of (\d+) backup\(s\) intact\.$", everything.stdout, re.MULTILINE)
+    assert summary is not None, everything.stdout
+    assert int(summary.group(1)) == int(summary.group(2)) - 1
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,8 @@ def test_apply_is_idempotent_and_schedules_the_window(
     second = capsys.readouterr().out
     assert first == second  # same deployments, same ids
     assert "etcd-backup/demo:" in first
+    assert "restore-drill/demo:" in first
+    assert "etcd-retention/demo:" in first
     assert "watch-cluster-version/demo:" in first
 
     with get_client(sync_client=True) as client:
@@ -36,7 +38,7 @@ def test_apply_is_idempotent_and_schedules_the_window(
         [sched] = deployment.schedules
         assert sched.schedule.cron == "0 3 * * *"  # 02:30 is inside Berlin's DST hour: moved to 03:00
         assert sched.schedule.timezone == "Europe/Berlin"
-        assert deployment.parameters == {"cluster": "demo", "force": False}
+        assert deployment.parameters == {"cluster": "demo", "force": False, "prune": True}
         assert deployment.global_concurrency_limit is not None
         assert deployment.global_concurrency_limit.limit == 1
         assert "daylight-saving" in (deployment.description or "")

@@ -29,7 +29,9 @@ _MiB = 1024 * 1024
 
 
 def _client(sim: layout.SimSpec, service: str, *, attempts: int = 1) -> Any:
-    config = botocore.config.Config(retries={"max_attempts": attempts, "mode": "standard"}, read_timeout=30)
+    config = botocore.config.Config(
+        retries={"total_max_attempts": attempts, "mode": "standard"}, read_timeout=30
+    )
     return boto3.client(
         service,
         endpoint_url=sim.moto_endpoint,
@@ -68,7 +70,8 @@ def test_boto3_works_through_the_proxy(sim: layout.SimSpec, s3: Any, bucket: str
     assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == 5
     assert s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"] == [{"Key": "k", "Value": "v w"}]
     ranged = s3.get_object(Bucket=bucket, Key=key, Range="bytes=1-3")
-    assert ranged["Body"].read() == b"ell" and ranged["ResponseMetadata"]["HTTPStatusCode"] == 206
+    assert ranged["Body"].read() == b"ell"
+    assert ranged["ResponseMetadata"]["HTTPStatusCode"] == 206
 
     # Multipart: an 8 MiB part (streamed through, not buffered) and a short last one.
     parts = [bytes([i]) * (8 * _MiB) for i in (1,)] + [b"tail" * 1000]
@@ -109,7 +112,7 @@ def test_fail_answers_s3_errors_then_recovers(sim: layout.SimSpec, s3: Any, buck
     # The raw answer is S3's XML error document.
     faults.s3_fail(sim, seconds=30, status=500, methods=None)
     with pytest.raises(urllib.error.HTTPError) as raw:
-        urllib.request.urlopen(f"{sim.moto_endpoint}/{bucket}/before", timeout=10)
+        urllib.request.urlopen(f"{sim.moto_endpoint}/{bucket}/before", timeout=10)  # noqa: S310
     assert raw.value.code == 500
     document = raw.value.read().decode()
     assert document.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>')
@@ -133,7 +136,7 @@ def test_fail_answers_s3_errors_then_recovers(sim: layout.SimSpec, s3: Any, buck
 
 
 def test_botocore_retries_through_a_short_failure(sim: layout.SimSpec, bucket: str) -> None:
-    retrying = _client(sim, "s3", attempts=3)
+    retrying = _client(sim, "s3", attempts=3)  # as ObjectStore's client does
     faults.s3_fail(sim, count=2, methods=("PUT",))
     try:
         retrying.put_object(Bucket=bucket, Key="retried", Body=b"r")
@@ -201,7 +204,8 @@ def test_cli_drives_s3_faults(sim: layout.SimSpec, s3: Any, bucket: str) -> None
     assert bad.returncode == 1
     assert "needs seconds or count" in bad.stderr
     missing = _cli(sim, "ssh-cut")
-    assert missing.returncode == 1 and "needs --node" in missing.stderr
+    assert missing.returncode == 1
+    assert "needs --node" in missing.stderr
 
 
 def _ssh(sim: layout.SimSpec, node: layout.NodeSpec, command: str) -> subprocess.Popen[str]:
@@ -243,7 +247,8 @@ def test_cli_drives_ssh_faults(sim: layout.SimSpec) -> None:
         refused = _ssh(sim, node, "echo up")
         sessions.append(refused)
         out, err = refused.communicate(timeout=30)
-        assert refused.returncode == 255 and out == ""
+        assert refused.returncode == 255
+        assert out == ""
         assert "Connection refused" in err
         assert _cli(sim, "ssh-restore", "--node", node.name).returncode == 0
         back = _ssh(sim, node, "echo up")

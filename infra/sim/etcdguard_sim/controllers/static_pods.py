@@ -21,6 +21,11 @@ simulator's kubelet stand-in cannot reach the API, so it is done here from `cont
 - a host that runs a static pod without a mirror pod gets one; a manifest of another revision or
   with other containers (the restore pod) replaces the mirror pod, as the kubelet recreates it;
   a manifest gone for more than 10 s on a powered host deletes it (`mv etcd-pod.yaml /tmp`).
+
+Pod garbage collection (kube-controller-manager's PodGC, orphaned pods): a pod of these
+namespaces named after its node (`etcd-<node>`, `installer-8-<node>`) whose node is neither a
+Node object nor a host of the cluster is deleted, as when a control-plane machine is deleted and
+replaced (guide 4.2.4.1: the old member's `etcd-<node>` pod goes away).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 from etcdguard_sim import _seed_core, apiclient, hostfs, layout
 from etcdguard_sim.controllers import _revisions, context
 
-__all__ = ["reconcile"]
+__all__ = ["collect_orphans", "reconcile", "sync_mirror_pods"]
 
 Obj = dict[str, Any]
 _GONE_AFTER = 10.0
@@ -44,8 +49,10 @@ def reconcile(ctx: context.Context) -> None:
     for component in _OPERATORS:
         operand = _revisions.OPERANDS[component]
         _revisions.rollout(ctx, operand, _revisions.Hooks(install=_installer(ctx, component)))
+    nodes = {n["metadata"]["name"] for n in ctx.api.request("GET", "/api/v1/nodes").get("items") or []}
     for operand in _revisions.OPERANDS.values():
         sync_mirror_pods(ctx, operand)
+        collect_orphans(ctx, operand, nodes)
 
 
 def _installer(ctx: context.Context, component: str) -> Any:
@@ -215,6 +222,22 @@ def sync_mirror_pods(ctx: context.Context, operand: _revisions.Operand) -> None:
             pod["status"] = status
             pod["metadata"].pop("resourceVersion", None)  # the kubelet owns the status: no CAS
             api.request("PUT", f"{collection}/{name}/status", pod)
+
+
+def collect_orphans(ctx: context.Context, operand: _revisions.Operand, nodes: set[str]) -> None:
+    """Delete the operand's pods named after a node that is neither in `nodes` (the Node
+    objects) nor a host of the cluster (PodGC's orphaned pods, limited to per-node pods)."""
+    collection = ctx.api.path_for("v1", "Pod", namespace=operand.namespace)
+    hosts = {n.name for n in ctx.spec.masters}
+    for pod in ctx.api.request("GET", collection).get("items", []):
+        name = pod["metadata"]["name"]
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node or node in nodes or node in hosts or not name.endswith(f"-{node}"):
+            continue
+        print(
+            f"controllers: pod GC: deleting {operand.namespace}/{name} of the deleted node {node}", flush=True
+        )
+        _delete(ctx, collection, name)
 
 
 def _delete(ctx: context.Context, collection: str, name: str) -> None:

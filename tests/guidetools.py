@@ -1,0 +1,142 @@
+"""The guide's commands as an admin types them, for tests that drive the simulated cluster.
+
+`oc` is replaced by the real `kubectl` and the rest of each command is left as written; commands
+run through bash so the guide's pipes (`| grep -v running`) and quoting
+(`"$( date --rfc-3339=ns )"`) are its own. `oc rsh -n openshift-etcd <pod>` followed by a command
+is `kubectl exec -n openshift-etcd <pod> -- <command>` (the default container is the first,
+`etcdctl`, as for `oc rsh`). `oc debug node/<node>` + `chroot /host` is `ssh` as core with `sudo`.
+
+One deliberate change, as in test_guide_commands: the guide's 4.2.2 command filters on
+`EtcMembersAvailable` (a typo of the 4.8 Japanese guide); the condition is `EtcdMembersAvailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from etcdguard_sim import layout
+
+from etcdguard import csr as csrcheck
+
+T = TypeVar("T")
+
+# 4.2.3 step 1, 4.2.3 step 2 (twice), 4.2.3 step 3b / 4.2.4.1 step 1a, 4.2.2.
+MACHINES_NOT_RUNNING = (
+    'kubectl get machines -A -o=jsonpath=\'{range .items[*]}{@.status.nodeRef.name}{"\\t"}'
+    '{@.status.providerStatus.instanceState}{"\\n"}\' | grep -v running'
+)
+UNREACHABLE = (
+    'kubectl get nodes -o jsonpath=\'{range .items[*]}{"\\n"}{.metadata.name}{"\\t"}'
+    '{range .spec.taints[*]}{.key}{" "}\' | grep unreachable'
+)
+NOT_READY_MASTERS = 'kubectl get nodes -l node-role.kubernetes.io/master | grep "NotReady"'
+MASTERS = "kubectl get nodes -l node-role.kubernetes.io/master"
+ETCD_PODS = "kubectl get pods -n openshift-etcd | grep -v etcd-quorum-guard | grep etcd"
+MEMBERS_AVAILABLE = (
+    "kubectl get etcd -o=jsonpath='{range .items[0].status.conditions"
+    '[?(@.type=="EtcdMembersAvailable")]}{.message}{"\\n"}\''
+)
+
+
+def run(spec: layout.SimSpec, command: str, *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """One guide command line through bash, with the cluster's kubeconfig."""
+    env = {**os.environ, "KUBECONFIG": str(spec.kubeconfig)}
+    return subprocess.run(
+        ["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def ok(spec: layout.SimSpec, command: str, *, cwd: Path | None = None) -> str:
+    """`run` that must succeed; returns stdout."""
+    proc = run(spec, command, cwd=cwd)
+    assert proc.returncode == 0, f"`{command}` failed ({proc.returncode}): {proc.stderr}"
+    return proc.stdout
+
+
+def lines(out: str) -> list[str]:
+    """Non-blank lines without trailing blanks (jsonpath without `{end}` leaves a lone tab)."""
+    return [line.rstrip() for line in out.splitlines() if line.strip()]
+
+
+def rows(out: str) -> list[list[str]]:
+    return [line.split() for line in lines(out)]
+
+
+def members_message(spec: layout.SimSpec) -> str:
+    return "\n".join(lines(run(spec, MEMBERS_AVAILABLE).stdout))
+
+
+def ssh(spec: layout.SimSpec, node: str, command: str) -> subprocess.CompletedProcess[str]:
+    argv = ["ssh", "-F", str(spec.state_dir / "ssh_config"), node, command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def rsh(spec: layout.SimSpec, pod: str, command: str) -> subprocess.CompletedProcess[str]:
+    """`oc rsh -n openshift-etcd <pod>` then `command` at its prompt."""
+    return run(spec, f"kubectl exec -n openshift-etcd {pod} -- {command}")
+
+
+def kget(spec: layout.SimSpec, *args: str) -> Any:
+    return json.loads(ok(spec, "kubectl get " + " ".join(args) + " -o json"))
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], *, timeout: float = 30.0, every: float = 0.5
+) -> tuple[T, float]:
+    """Poll `probe` until it returns something truthy; returns it and the seconds it took."""
+    start = time.monotonic()
+    while True:
+        value = probe()
+        if value:
+            return value, time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
+        time.sleep(every)
+
+
+def verdicts(spec: layout.SimSpec) -> list[csrcheck.CsrVerdict]:
+    """etcdguard's validator on every pending CSR, as an admin would check `oc describe csr`."""
+    machines = [csrcheck.MachineAddresses.from_machine(m) for m in kget(spec, "machines", "-A")["items"]]
+    nodes = {n["metadata"]["name"] for n in kget(spec, "nodes")["items"]}
+    out = []
+    for obj in kget(spec, "csr")["items"]:
+        view = csrcheck.CsrView.from_object(obj)
+        if view.pending:
+            out.append(csrcheck.validate_csr(view, machines=machines, nodes_existing=nodes))
+    return out
+
+
+def approve_valid(spec: layout.SimSpec, *, node: str | None = None) -> list[csrcheck.CsrVerdict]:
+    """Approve every pending CSR (of `node`, if given) that the validator accepts, with
+    `kubectl certificate approve` (the guide's `oc adm certificate approve`); returns them.
+    A CSR the validator refuses fails the test: the simulator files only valid ones."""
+    approved = []
+    for verdict in verdicts(spec):
+        if node is not None and verdict.node_name != node:
+            continue
+        assert verdict.approve, verdict.reasons
+        ok(spec, f"kubectl certificate approve {verdict.name}")
+        approved.append(verdict)
+    return approved
+
+
+class Timings:
+    """Seconds per step, printed at the end of a module (run pytest with -s to see them)."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.items: list[tuple[str, float]] = []
+
+    def add(self, what: str, seconds: float) -> None:
+        self.items.append((what, seconds))
+
+    def report(self) -> str:
+        width = max((len(w) for w, _ in self.items), default=0)
+        body = "\n".join(f"  {w.ljust(width)}  {s:6.1f} s" for w, s in self.items)
+        return f"{self.title}\n{body}"
