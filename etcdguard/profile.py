@@ -132,10 +132,11 @@ class StorageSettings(_Model):
     @pydantic.model_validator(mode="after")
     def _apart(self) -> StorageSettings:
         a, b = self.snapshots, self.static_resources
-        if a.bucket == b.bucket and (a.prefix == b.prefix or not a.prefix or not b.prefix):
+        nested = (a.prefix + "/").startswith(b.prefix + "/") or (b.prefix + "/").startswith(a.prefix + "/")
+        if a.bucket == b.bucket and (nested or not a.prefix or not b.prefix):
             raise ValueError(
                 "storage.static_resources must be stored apart from storage.snapshots (they hold the "
-                "etcd encryption keys): use another bucket, or another non-empty prefix in the same bucket."
+                "etcd encryption keys): use another bucket, or in the same bucket two non-empty prefixes neither of which contains the other."
             )
         return self
 

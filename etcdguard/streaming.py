@@ -95,6 +95,8 @@ class StreamDigest:
 
     def finish(self) -> tuple[bytes, StreamResult]:
         """The last bytes to store (the compressor's flush) and the result."""
+        if self._done:
+            raise RuntimeError("StreamDigest.finish was called twice.")
         self._done = True
         out = self._compressor.flush() if self._compressor is not None else b""
         self._size_stored += len(out)

@@ -69,7 +69,7 @@ def test_faults_refuse_impossible_requests(cluster: layout.SimSpec) -> None:
         "stop-machine", "start-machine", "node-not-ready", "node-ready", "etcd-crashloop",
         "lose-quorum", "delete-namespace", "expire-certs",
     }  # fmt: skip
-    assert _healthy(cluster)
+    g.wait_for("a healthy cluster", lambda: _healthy(cluster))
 
 
 # ---- faults the cluster recovers from by itself --------------------------------------------------
@@ -124,7 +124,8 @@ def test_node_unreachable_while_its_machine_runs(cluster: layout.SimSpec) -> Non
     faults_cluster.run_fault(cluster, "node-unreachable", node=node)
     tainted, took = g.wait_for("the unreachable taint", lambda: g.lines(g.run(cluster, g.UNREACHABLE).stdout))
     TIMINGS.add("node-unreachable: unreachable taint", took)
-    assert tainted[0].startswith(f"{node}\t") and len(tainted) == 1
+    assert len(tainted) == 1
+    assert tainted[0].startswith(f"{node}\t")
     assert tainted[0].split("\t")[1].split().count("node.kubernetes.io/unreachable") == 2
     assert g.run(cluster, g.MACHINES_NOT_RUNNING).returncode == 1  # guide 4.2.3 step 2: machine runs
     assert [r[:2] for r in g.rows(g.ok(cluster, g.NOT_READY_MASTERS))] == [[node, "NotReady"]]
@@ -170,12 +171,14 @@ def test_deleted_namespace_is_gone_with_its_contents(cluster: layout.SimSpec) ->
     before = g.ok(cluster, "kubectl get configmaps,persistentvolumeclaims,deployments -n shop -o name")
     assert "deployment.apps/storefront" in before
     gone = faults_cluster.run_fault(cluster, "delete-namespace", name="shop")
-    assert isinstance(gone, dict) and gone["metadata"]["name"] == "shop"
+    assert isinstance(gone, dict)
+    assert gone["metadata"]["name"] == "shop"
     proc = g.run(cluster, "kubectl get namespace shop")
     assert proc.returncode == 1
     assert 'Error from server (NotFound): namespaces "shop" not found' in proc.stderr
     left = g.run(cluster, "kubectl get configmaps,persistentvolumeclaims,deployments -n shop")
-    assert left.stdout == "" and "No resources found in shop namespace." in left.stderr
+    assert left.stdout == ""
+    assert "No resources found in shop namespace." in left.stderr
     assert "payments" in g.ok(cluster, "kubectl get namespaces")  # only what was named goes
 
 
@@ -205,14 +208,17 @@ def test_crash_looping_etcd_member(cluster: layout.SimSpec) -> None:
     assert f"{cluster.node(node).etcd_client_url} is unhealthy" in health.stderr
     # The restarts keep counting, with a growing back-off.
     restarts = int(row[3])
-    again, _ = g.wait_for(
-        "more restarts", lambda: (r := _etcd_row(cluster, node)) and int(r[3]) > restarts and r, timeout=20
-    )
+
+    def restarted() -> list[str] | None:
+        row = _etcd_row(cluster, node)
+        return row if row and int(row[3]) > restarts else None
+
+    again, _ = g.wait_for("more restarts", restarted, timeout=20)
     assert again[2] in ("Error", "CrashLoopBackOff")
 
 
 def test_expired_certificates_wait_for_an_admin(cluster: layout.SimSpec) -> None:
-    expired = faults_cluster.run_fault(cluster, "expire-certs")
+    expired = faults_cluster.expire_certificates(cluster)
     assert sorted(expired) == sorted(n.name for n in cluster.nodes)
 
     def all_not_ready() -> bool:

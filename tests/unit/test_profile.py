@@ -186,6 +186,8 @@ def test_part_size_below_5_mib_is_refused(files: dict[str, Path], profiles: Path
         ({"bucket": "acme-etcd", "prefix": "etcd"}, {"bucket": "acme-etcd", "prefix": "etcd"}),
         ({"bucket": "acme-etcd", "prefix": ""}, {"bucket": "acme-etcd", "prefix": "static"}),
         ({"bucket": "acme-etcd", "prefix": "etcd"}, {"bucket": "acme-etcd", "prefix": ""}),
+        ({"bucket": "acme-etcd", "prefix": "etcd"}, {"bucket": "acme-etcd", "prefix": "etcd/static"}),
+        ({"bucket": "acme-etcd", "prefix": "backups/etcd"}, {"bucket": "acme-etcd", "prefix": "backups"}),
     ],
 )
 def test_static_resources_must_not_share_the_snapshots_location(
@@ -202,7 +204,7 @@ def test_static_resources_must_not_share_the_snapshots_location(
         "storage: Value error, storage.static_resources must be stored apart from storage.snapshots"
         in message
     )
-    assert "use another bucket, or another non-empty prefix in the same bucket" in message
+    assert "two non-empty prefixes neither of which contains the other" in message
 
 
 def test_the_same_bucket_with_other_prefixes_is_allowed(files: dict[str, Path], profiles: Path) -> None:

@@ -184,3 +184,11 @@ def test_parts_is_lazy() -> None:
     iterator = streaming.parts(source(), 8)
     assert next(iterator) == b"x" * 8
     assert pulled == [0, 1]
+
+
+def test_finish_twice_raises() -> None:
+    digest = StreamDigest(compress=True, check_trailer=False)
+    digest.update(b"abc")
+    digest.finish()
+    with pytest.raises(RuntimeError, match=r"finish was called twice"):
+        digest.finish()

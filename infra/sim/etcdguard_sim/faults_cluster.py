@@ -338,7 +338,7 @@ FAULTS: dict[str, Callable[..., object]] = {
 }
 
 
-def run_fault(spec: layout.SimSpec, name: str, **kwargs: Any) -> object:
+def run_fault(spec: layout.SimSpec, name: str, /, **kwargs: Any) -> object:
     """Run the fault `name` of `FAULTS` with `kwargs` (e.g. `node="ip-127-1-0-1.ec2.internal"`)."""
     try:
         fault = FAULTS[name]
