@@ -60,7 +60,8 @@ def ok(spec: layout.SimSpec, command: str, *, cwd: Path | None = None) -> str:
 
 
 def lines(out: str) -> list[str]:
-    """Non-blank lines without trailing blanks (jsonpath without `{end}` leaves a lone tab)."""
+    """Non-blank lines without trailing blanks. The guide's jsonpath has no `{end}`, so kubectl
+    (like oc) prints one more line holding a lone tab, which `grep -v running` lets through."""
     return [line.rstrip() for line in out.splitlines() if line.strip()]
 
 

@@ -187,7 +187,7 @@ def test_parts_is_lazy() -> None:
 
 
 def test_finish_twice_raises() -> None:
-    digest = StreamDigest(compress=True, check_trailer=False)
+    digest = streaming.StreamDigest(compress=True, check_trailer=False)
     digest.update(b"abc")
     digest.finish()
     with pytest.raises(RuntimeError, match=r"finish was called twice"):
