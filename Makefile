@@ -59,6 +59,7 @@ sim-up: deps
 
 bench: deps
 	$(PY) -m bench.backup_throughput
+	$(PY) -m bench.retention_scale
 
 sim-down:
 	$(VENV)/bin/etcdguard-sim down --state-dir $(STATE_DIR)

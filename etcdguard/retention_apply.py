@@ -12,6 +12,7 @@ what Object Lock refused, and aborts multipart uploads older than the policy's g
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
@@ -132,10 +133,16 @@ def apply_plan(
     for backup_id in doomed:
         owned = view.objects.get(backup_id, [])
         ordered += sorted(owned, key=lambda item: not item[1].endswith("/manifest.json"))
-    directories = dict.fromkeys((bucket, key.rsplit("/", 1)[0] + "/") for bucket, key in ordered)
-    for bucket, directory in directories:
-        by_bucket[bucket] += objectstore.list_versions(store, bucket, directory)
-        requests += 1
+    # One paginated version listing per bucket (1000 per page) under the doomed directories'
+    # common prefix, instead of one listing per object or per directory.
+    directories: dict[str, set[str]] = defaultdict(set)
+    for bucket, key in ordered:
+        directories[bucket].add(key.rsplit("/", 1)[0] + "/")
+    for bucket, doomed_dirs in directories.items():
+        common = os.path.commonprefix(sorted(doomed_dirs))  # noqa: RUF071 - S3 prefixes are plain strings
+        versions = objectstore.list_versions(store, bucket, common)
+        requests += max(1, (len(versions) + 999) // 1000)
+        by_bucket[bucket] += [(k, v) for k, v in versions if k.rsplit("/", 1)[0] + "/" in doomed_dirs]
     deleted, refused = 0, []
     for bucket, items in by_bucket.items():
         manifests: list[tuple[str, str | None]] = [i for i in items if i[0].endswith("/manifest.json")]
