@@ -22,6 +22,9 @@ storage:
   compression: zstd
 window: {timezone: Europe/Berlin, days: [mon, tue, wed, thu, fri, sat, sun], start: "01:00", end: "04:00"}
 retention: default
+cloud: {endpoint_url: null, region: eu-west-1, credentials_file: null}   # graceful-shutdown/-restart
+shutdown: {min_cert_margin_days: 30}
+external_dependencies: [NetApp ONTAP (trident backend), corporate LDAP]
 ```
 """
 
@@ -42,7 +45,10 @@ __all__ = [
     "ApiAccess",
     "BackupSettings",
     "BucketLocation",
+    "CloudSettings",
     "ClusterProfile",
+    "ControlPlaneHost",
+    "ShutdownSettings",
     "SshAccess",
     "StorageSettings",
     "load_profile",
@@ -152,6 +158,36 @@ class BackupSettings(_Model):
     """Seconds cluster-backup.sh may run."""
 
 
+class CloudSettings(_Model):
+    """The cloud provider's API (EC2), used to stop and start the cluster's machines (guide 2, 3)."""
+
+    endpoint_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/.*)?$")] | None = None
+    """Endpoint of an EC2-compatible API; None for AWS EC2."""
+    region: str = "us-east-1"
+    """Region of the cluster's instances."""
+    credentials_file: _AbsPath | None = None
+    """File of KEY=VALUE lines (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY[, AWS_SESSION_TOKEN]);
+    None uses the default AWS credential chain."""
+
+
+class ShutdownSettings(_Model):
+    """Knobs of the graceful-shutdown flow."""
+
+    min_cert_margin_days: Annotated[float, Field(ge=0)] = 30.0
+    """Refuse (unless forced) to shut down when kube-apiserver-to-kubelet-signer expires sooner than
+    this: the cluster must be restarted before that date, and a signer this close to expiry means
+    its automatic rotation (at 80% of its 365 days, i.e. 73 days before) did not happen."""
+
+
+class ControlPlaneHost(_Model):
+    """A control-plane host, known without the API (restore-cluster needs it when quorum is lost)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")]
+    """The node name, e.g. `ip-10-0-131-183.ec2.internal`."""
+    address: Annotated[str, Field(min_length=1, max_length=253)]
+    """The address SSH connects to (InternalIP)."""
+
+
 class ClusterProfile(_Model):
     """One cluster, as etcdguard manages it."""
 
@@ -165,6 +201,15 @@ class ClusterProfile(_Model):
     retention: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] = "default"
     """Name of the retention policy (see etcdguard.retention)."""
     backup: BackupSettings = BackupSettings()
+    control_plane: tuple[ControlPlaneHost, ...] = ()
+    """The control-plane hosts, for restore-cluster when the API is down (lost quorum); when the
+    API answers, its control-plane Nodes are used instead."""
+    cloud: CloudSettings | None = None
+    """The cloud API that stops and starts the machines; needed by graceful-shutdown/-restart."""
+    shutdown: ShutdownSettings = ShutdownSettings()
+    external_dependencies: tuple[str, ...] = ()
+    """What the cluster depends on outside itself (external storage, LDAP, ...): graceful-shutdown
+    lists them to stop afterwards, graceful-restart to start first (guide 2 step 3, 3 step 1)."""
 
 
 def profiles_dir() -> Path:
@@ -218,6 +263,7 @@ def load_profile(cluster: str, *, directory: Path | None = None) -> ClusterProfi
             ("ssh.identity_file", profile.ssh.identity_file),
             ("ssh.known_hosts", profile.ssh.known_hosts),
             ("storage.credentials_file", profile.storage.credentials_file),
+            ("cloud.credentials_file", profile.cloud.credentials_file if profile.cloud else None),
         )
         if value is not None and not value.is_file()
     ]

@@ -88,14 +88,21 @@ def kget(spec: layout.SimSpec, *args: str) -> Any:
 
 
 def wait_for(
-    what: str, probe: Callable[[], T | None], *, timeout: float = 30.0, every: float = 0.5
+    what: str,
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    every: float = 0.5,
+    since: float | None = None,
 ) -> tuple[T, float]:
-    """Poll `probe` until it returns something truthy; returns it and the seconds it took."""
+    """Poll `probe` until it returns something truthy; returns it and the seconds it took, counted
+    from `since` (a `time.monotonic()` value, e.g. when the fault was injected) or from now."""
     start = time.monotonic()
+    origin = start if since is None else since
     while True:
         value = probe()
         if value:
-            return value, time.monotonic() - start
+            return value, time.monotonic() - origin
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {value!r})")
         time.sleep(every)

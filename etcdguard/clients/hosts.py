@@ -13,7 +13,7 @@ truncated and redacted).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -145,6 +145,42 @@ class HostSession:
                 output=(result.stdout + result.stderr)[-4000:],
             )
         return outcome
+
+    def upload(
+        self, path: str, chunks: Iterable[bytes], *, sudo: bool = True, timeout: float = 60.0
+    ) -> int:
+        """Write `chunks` to the file at `path` (created or truncated; with `sudo`, as root through
+        `sudo tee`), streamed over one exec channel; returns the bytes sent. Raises when the
+        remote command exits non-zero or the connection drops, so a short file never passes."""
+        target = shlex.quote(path)
+        command = f"sudo -n tee -- {target} >/dev/null" if sudo else f"cat > {target}"
+        sent = 0
+        with self._translate(f"Writing {path}"):
+            transport = self._conn.client.get_transport()
+            if transport is None:
+                raise errors.TransientError(f"Writing {path} on {self.node}: the SSH transport is closed.")
+            channel = transport.open_session(window_size=_WINDOW, max_packet_size=32768)
+            try:
+                channel.settimeout(timeout)
+                channel.exec_command(command)
+                for chunk in chunks:
+                    channel.sendall(chunk)
+                    sent += len(chunk)
+                channel.shutdown_write()
+                code = channel.recv_exit_status()
+                if code == -1:
+                    raise errors.TransientError(
+                        f"Writing {path} on {self.node}: the connection dropped before the end of the file."
+                    )
+                if code != 0:
+                    raise errors.RemoteCommandFailed(
+                        f"Writing {path} on {self.node} failed.",
+                        exit_code=code,
+                        output=channel.recv_stderr(4096),
+                    )
+            finally:
+                channel.close()
+        return sent
 
     def stream(
         self, path: str, *, sudo: bool = True, chunk_size: int = _CHUNK, timeout: float = 60.0

@@ -37,6 +37,8 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "KubeScheduler": ("/apis/operator.openshift.io/v1", "kubeschedulers", False),
     "Machine": ("/apis/machine.openshift.io/v1beta1", "machines", True),
     "CertificateSigningRequest": ("/apis/certificates.k8s.io/v1", "certificatesigningrequests", False),
+    "PersistentVolume": ("/api/v1", "persistentvolumes", False),
+    "VolumeAttachment": ("/apis/storage.k8s.io/v1", "volumeattachments", False),
 }
 
 _TIMEOUT = (5.0, 30.0)
@@ -176,6 +178,18 @@ class KubeClient:
         with self._translate(f"Updating {kind} {name}"):
             result: dict[str, Any] = self._call("PUT", path, dict(obj))
         return result
+
+    def create(self, kind: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+        """POST a new object (409 AlreadyExists -> PermanentError)."""
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        with self._translate(f"Creating {kind} {name}"):
+            result: dict[str, Any] = self._call("POST", self.path(kind, namespace=namespace), dict(obj))
+        return result
+
+    def delete(self, kind: str, name: str, *, namespace: str | None = None) -> None:
+        """DELETE one object; `NotFoundError` when it is already gone."""
+        with self._translate(f"Deleting {kind} {name}"):
+            self._call("DELETE", self.path(kind, name, namespace=namespace))
 
     def exec(
         self, namespace: str, pod: str, container: str, argv: list[str], *, timeout: float = 60.0

@@ -20,7 +20,14 @@ import pytest
 import yaml
 from etcdguard_sim import faults, layout, profiles
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterTaskRunId,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 
@@ -57,16 +64,30 @@ def _store_state(profile_dir: Path) -> _Store:
         )
 
 
-def _upload_run_counts(flow_run_id: str | UUID | None) -> list[int]:
-    """How many times the flow run's two upload task runs ran (1: no retry): [snapshot,
-    static_resources]. The flow submits the snapshot's first, so it has the lower dynamic key."""
+def _upload_run_counts(flow_run_id: str | UUID | None) -> dict[str, int]:
+    """How many times each upload task run of the flow run ran (1: no retry), by file kind.
+    A run's kind is the bucket its log lines name (Prefect ships logs in batches: wait)."""
     assert flow_run_id is not None
+    run_id = UUID(str(flow_run_id))
+    kinds = {
+        f"s3://{profiles.SNAPSHOT_BUCKET}/": "snapshot",
+        f"s3://{profiles.STATIC_BUCKET}/": "static_resources",
+    }
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(flow_run_id))]))
-        )
-    uploads = sorted((int(r.dynamic_key), r.run_count) for r in runs if r.task_key.startswith("upload"))
-    return [count for _, count in uploads]
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        uploads = {r.id: r.run_count for r in runs if r.task_key.startswith("upload")}
+        deadline = time.monotonic() + 30
+        while True:
+            counts: dict[str, int] = {}
+            for log in client.read_logs(
+                LogFilter(task_run_id=LogFilterTaskRunId(any_=list(uploads))), limit=200
+            ):
+                for marker, kind in kinds.items():
+                    if log.task_run_id in uploads and marker in log.message:
+                        counts[kind] = uploads[log.task_run_id]
+            if len(counts) == len(uploads) == 2 or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.5)
 
 
 def _latest_backup_run() -> FlowRun:
@@ -111,7 +132,9 @@ def test_s3_failing_for_a_while_is_retried_and_one_backup_is_stored(
         entry = catalogue.find_backup(store, settings, cluster="demo", backup_id=outcome.backup_id)
         report = catalogue.verify_backup(store, settings, entry)
     assert report.ok, report.problems
-    assert max(_upload_run_counts(entry.manifest.flow_run_id)) >= 2  # a task retry, not only botocore's
+    assert (
+        max(_upload_run_counts(entry.manifest.flow_run_id).values()) >= 2
+    )  # a task retry, not only botocore's
     assert _no_host_backup_dirs(sim) == []
 
 
@@ -132,7 +155,7 @@ def test_s3_failing_longer_than_the_retries_fails_the_run_and_leaves_nothing(
     run = _latest_backup_run()
     assert run.state is not None
     assert run.state.is_failed()
-    assert _upload_run_counts(run.id) == [4, 4]  # both uploads used every retry
+    assert _upload_run_counts(run.id) == {"snapshot": 4, "static_resources": 4}  # every retry used
     assert time.monotonic() - started < 240
     after = _store_state(profile_dir)
     assert after.objects == before.objects  # no partial object
@@ -224,6 +247,5 @@ def test_ssh_dropped_mid_transfer_is_retried_and_one_backup_is_stored(
         report = catalogue.verify_backup(store, settings, entry)
     assert report.ok, report.problems
     assert entry.manifest.snapshot_file.size > big_etcd
-    snapshot_runs, _ = _upload_run_counts(entry.manifest.flow_run_id)
-    assert snapshot_runs == 2  # the interrupted snapshot stream was retried once
+    assert _upload_run_counts(entry.manifest.flow_run_id)["snapshot"] == 2  # the interrupted stream, retried
     assert _no_host_backup_dirs(sim) == []

@@ -75,35 +75,44 @@ def test_faults_refuse_impossible_requests(cluster: layout.SimSpec) -> None:
 # ---- faults the cluster recovers from by itself --------------------------------------------------
 def test_stopped_machine(cluster: layout.SimSpec) -> None:
     node = cluster.masters[2].name
+    t0 = time.monotonic()
     faults_cluster.run_fault(cluster, "stop-machine", node=node)
     stopped, took = g.wait_for(
-        "the stopped machine", lambda: g.lines(g.run(cluster, g.MACHINES_NOT_RUNNING).stdout)
+        "the stopped machine", lambda: g.lines(g.run(cluster, g.MACHINES_NOT_RUNNING).stdout), since=t0
     )
     TIMINGS.add("stop-machine: `grep -v running` shows it", took)
     assert stopped == [f"{node}\tstopped"]
-    tainted, took = g.wait_for("the unreachable taint", lambda: g.lines(g.run(cluster, g.UNREACHABLE).stdout))
+    tainted, took = g.wait_for(
+        "the unreachable taint", lambda: g.lines(g.run(cluster, g.UNREACHABLE).stdout), since=t0
+    )
     TIMINGS.add("stop-machine: unreachable taint", took)
     assert tainted == [
         f"{node}\tnode-role.kubernetes.io/master node.kubernetes.io/unreachable node.kubernetes.io/unreachable"
     ]
     _, took = g.wait_for(
-        "the unhealthy member message", lambda: g.members_message(cluster) == _unhealthy_message(node)
+        "the unhealthy member message",
+        lambda: g.members_message(cluster) == _unhealthy_message(node),
+        since=t0,
     )
     TIMINGS.add("stop-machine: `2 of 3 members ... unhealthy`", took)
     not_ready = g.rows(g.ok(cluster, g.NOT_READY_MASTERS))
     assert [r[:3] for r in not_ready] == [[node, "NotReady", "master"]]
     assert g.ssh(cluster, node, "true").returncode == 255  # the host is off
 
+    t0 = time.monotonic()
     faults_cluster.run_fault(cluster, "start-machine", node=node)
-    _, took = g.wait_for("the cluster to recover", lambda: _healthy(cluster), timeout=60)
+    _, took = g.wait_for("the cluster to recover", lambda: _healthy(cluster), timeout=60, since=t0)
     TIMINGS.add("start-machine: healthy again", took)
     assert g.ssh(cluster, node, "true").returncode == 0
 
 
 def test_node_not_ready(cluster: layout.SimSpec) -> None:
     node = cluster.masters[1].name
+    t0 = time.monotonic()
     faults_cluster.run_fault(cluster, "node-not-ready", node=node)
-    not_ready, took = g.wait_for("NotReady", lambda: g.rows(g.run(cluster, g.NOT_READY_MASTERS).stdout))
+    not_ready, took = g.wait_for(
+        "NotReady", lambda: g.rows(g.run(cluster, g.NOT_READY_MASTERS).stdout), since=t0
+    )
     TIMINGS.add("node-not-ready: NotReady", took)
     assert [r[:3] for r in not_ready] == [[node, "NotReady", "master"]]
     taints = g.ok(
@@ -114,15 +123,19 @@ def test_node_not_ready(cluster: layout.SimSpec) -> None:
     assert g.run(cluster, g.UNREACHABLE).returncode == 1
     assert g.members_message(cluster) == "3 members are available"
 
+    t0 = time.monotonic()
     faults_cluster.run_fault(cluster, "node-ready", node=node)
-    _, took = g.wait_for("the node to be Ready", lambda: _healthy(cluster))
+    _, took = g.wait_for("the node to be Ready", lambda: _healthy(cluster), since=t0)
     TIMINGS.add("node-ready: healthy again", took)
 
 
 def test_node_unreachable_while_its_machine_runs(cluster: layout.SimSpec) -> None:
     node = cluster.masters[0].name
+    t0 = time.monotonic()
     faults_cluster.run_fault(cluster, "node-unreachable", node=node)
-    tainted, took = g.wait_for("the unreachable taint", lambda: g.lines(g.run(cluster, g.UNREACHABLE).stdout))
+    tainted, took = g.wait_for(
+        "the unreachable taint", lambda: g.lines(g.run(cluster, g.UNREACHABLE).stdout), since=t0
+    )
     TIMINGS.add("node-unreachable: unreachable taint", took)
     assert len(tainted) == 1
     assert tainted[0].startswith(f"{node}\t")
@@ -132,12 +145,14 @@ def test_node_unreachable_while_its_machine_runs(cluster: layout.SimSpec) -> Non
     assert g.members_message(cluster) == "3 members are available"  # its containers keep running
     assert g.ssh(cluster, node, "systemctl is-active kubelet").stdout.strip() == "inactive"
 
+    t0 = time.monotonic()
     faults_cluster.run_fault(cluster, "node-reachable", node=node)
-    _, took = g.wait_for("the node to be Ready", lambda: _healthy(cluster))
+    _, took = g.wait_for("the node to be Ready", lambda: _healthy(cluster), since=t0)
     TIMINGS.add("node-reachable: healthy again", took)
 
 
 def test_lost_quorum_refuses_connections(cluster: layout.SimSpec) -> None:
+    t0 = time.monotonic()
     stopped = faults_cluster.run_fault(cluster, "lose-quorum")
     assert stopped == [n.name for n in cluster.masters[1:]]
     refused = f"The connection to the server {cluster.api_host}:6443 was refused - did you specify the right host or port?"
@@ -145,7 +160,7 @@ def test_lost_quorum_refuses_connections(cluster: layout.SimSpec) -> None:
     def api_refuses() -> bool:
         return refused in g.run(cluster, "kubectl get nodes").stderr
 
-    _, took = g.wait_for("the API to refuse connections", api_refuses, timeout=30)
+    _, took = g.wait_for("the API to refuse connections", api_refuses, timeout=30, since=t0)
     TIMINGS.add("lose-quorum: kubectl connection refused", took)
     survivor = cluster.masters[0]
     crt, key = cluster.etcd_cert(survivor, "peer")
@@ -157,12 +172,16 @@ def test_lost_quorum_refuses_connections(cluster: layout.SimSpec) -> None:
     assert health.returncode == 1
     assert f"{survivor.etcd_client_url} is unhealthy: failed to commit proposal" in health.stderr
 
+    t0 = time.monotonic()
     assert faults_cluster.run_fault(cluster, "regain-quorum") == stopped
     _, took = g.wait_for(
-        "the API to answer again", lambda: g.run(cluster, "kubectl get nodes").returncode == 0, timeout=60
+        "the API to answer again",
+        lambda: g.run(cluster, "kubectl get nodes").returncode == 0,
+        timeout=60,
+        since=t0,
     )
     TIMINGS.add("regain-quorum: API answers again", took)
-    _, took = g.wait_for("the cluster to recover", lambda: _healthy(cluster), timeout=60)
+    _, took = g.wait_for("the cluster to recover", lambda: _healthy(cluster), timeout=60, since=t0)
     TIMINGS.add("regain-quorum: healthy again", took)
 
 
@@ -184,17 +203,18 @@ def test_deleted_namespace_is_gone_with_its_contents(cluster: layout.SimSpec) ->
 
 def test_crash_looping_etcd_member(cluster: layout.SimSpec) -> None:
     node = cluster.masters[2].name
+    t0 = time.monotonic()
     faults_cluster.run_fault(cluster, "etcd-crashloop", node=node)
 
     def crashing() -> list[str] | None:
         row = _etcd_row(cluster, node)
         return row if row and row[2] in ("Error", "CrashLoopBackOff") and int(row[3]) >= 2 else None
 
-    row, took = g.wait_for("the crash-looping etcd pod", crashing)
+    row, took = g.wait_for("the crash-looping etcd pod", crashing, since=t0)
     TIMINGS.add("etcd-crashloop: Error/CrashLoopBackOff, 2 restarts", took)
     assert row[1] == "4/5"
     _, took = g.wait_for(
-        "the unhealthy member", lambda: g.members_message(cluster) == _unhealthy_message(node)
+        "the unhealthy member", lambda: g.members_message(cluster) == _unhealthy_message(node), since=t0
     )
     TIMINGS.add("etcd-crashloop: `2 of 3 members ... unhealthy`", took)
     others = [r for r in g.rows(g.ok(cluster, g.ETCD_PODS)) if r[0] != f"etcd-{node}"]
@@ -218,6 +238,7 @@ def test_crash_looping_etcd_member(cluster: layout.SimSpec) -> None:
 
 
 def test_expired_certificates_wait_for_an_admin(cluster: layout.SimSpec) -> None:
+    t0 = time.monotonic()
     expired = faults_cluster.expire_certificates(cluster)
     assert sorted(expired) == sorted(n.name for n in cluster.nodes)
 
@@ -225,14 +246,14 @@ def test_expired_certificates_wait_for_an_admin(cluster: layout.SimSpec) -> None
         table = g.rows(g.ok(cluster, "kubectl get nodes"))[1:]
         return len(table) == len(cluster.nodes) and {r[1] for r in table} == {"NotReady"}
 
-    _, took = g.wait_for("every node NotReady", all_not_ready)
+    _, took = g.wait_for("every node NotReady", all_not_ready, since=t0)
     TIMINGS.add("expire-certs: every node NotReady", took)
 
     def bootstrapper_csrs() -> list[list[str]] | None:
         pending = [r for r in g.rows(g.ok(cluster, "kubectl get csr")) if r[-1] == "Pending"]
         return pending if len(pending) == len(cluster.nodes) else None
 
-    pending, took = g.wait_for("a pending CSR per node", bootstrapper_csrs)
+    pending, took = g.wait_for("a pending CSR per node", bootstrapper_csrs, since=t0)
     TIMINGS.add("expire-certs: a pending CSR per node", took)
     for r in pending:
         assert r[2:4] == [

@@ -44,6 +44,12 @@ def profile_data(
         },
         "window": window,
         "retention": "default",
+        "control_plane": [{"name": n.name, "address": n.ip} for n in spec.masters],
+        "cloud": {
+            "endpoint_url": spec.moto_endpoint,
+            "region": cloud.REGION,
+            "credentials_file": str(spec.state_dir / "s3.env"),
+        },
     }
     data.update(overrides)
     return data

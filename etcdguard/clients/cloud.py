@@ -1,0 +1,134 @@
+"""The cloud provider (EC2), as etcdguard needs it: one small facade over `boto3`.
+
+Three calls, by instance id: describe, start, stop. Instances come back as `Instance` values
+(id, state, private address, Name tag), never as SDK dicts.
+
+Errors: throttling, 5xx, timeouts and refused connections -> `TransientError`; an unknown
+instance id -> `NotFoundError`; anything else EC2 refuses (an instance in a state that cannot be
+started, missing permissions) -> `PermanentError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from etcdguard import errors
+from etcdguard.clients.objectstore import read_credentials_file
+from etcdguard.profile import CloudSettings
+
+__all__ = ["Cloud", "Instance"]
+
+_TRANSIENT_CODES = {
+    "RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable",
+    "Unavailable", "RequestTimeout", "InsufficientInstanceCapacity",
+}  # fmt: skip
+_NOT_FOUND = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Instance:
+    """One EC2 instance as etcdguard reads it."""
+
+    instance_id: str
+    state: str
+    """pending | running | stopping | stopped | shutting-down | terminated"""
+    private_ip: str | None
+    name: str | None
+    """The `Name` tag (the installer sets the Machine's name)."""
+
+
+class Cloud:
+    """EC2 of one cluster. Use as a context manager."""
+
+    def __init__(self, settings: CloudSettings) -> None:
+        kwargs: dict[str, Any] = {"region_name": settings.region}
+        if settings.endpoint_url:
+            kwargs["endpoint_url"] = settings.endpoint_url
+        if settings.credentials_file is not None:
+            creds = read_credentials_file(settings.credentials_file)
+            missing = [n for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not creds.get(n)]
+            if missing:
+                raise errors.ConfigError(
+                    f"cloud.credentials_file {settings.credentials_file} lacks {', '.join(missing)}; add "
+                    "them as KEY=VALUE lines, or remove credentials_file to use the default AWS chain."
+                )
+            kwargs["aws_access_key_id"] = creds["AWS_ACCESS_KEY_ID"]
+            kwargs["aws_secret_access_key"] = creds["AWS_SECRET_ACCESS_KEY"]
+            if creds.get("AWS_SESSION_TOKEN"):
+                kwargs["aws_session_token"] = creds["AWS_SESSION_TOKEN"]
+        kwargs["config"] = botocore.config.Config(
+            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60
+        )
+        self.endpoint = settings.endpoint_url or f"ec2.{settings.region}.amazonaws.com"
+        self._ec2 = boto3.session.Session().client("ec2", **kwargs)
+
+    def close(self) -> None:
+        self._ec2.close()
+
+    def __enter__(self) -> Cloud:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            detail = errors.truncate_remote(f"{code}: {error.get('Message', '')}", limit=300)
+            if code in _NOT_FOUND:
+                raise errors.NotFoundError(f"{what}: EC2 does not know the instance ({detail}).") from exc
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                raise errors.TransientError(
+                    f"{what}: EC2 answered {status} ({detail}); retrying may help."
+                ) from exc
+            raise errors.PermanentError(f"{what}: EC2 refused ({detail}).") from exc
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise errors.TransientError(
+                f"{what}: EC2 at {self.endpoint} could not be reached ({type(exc).__name__}: "
+                f"{errors.truncate_remote(str(exc), limit=200)})."
+            ) from exc
+
+    def describe(self, instance_ids: Sequence[str]) -> list[Instance]:
+        """The instances named (in EC2's order); `NotFoundError` when one of them is unknown."""
+        if not instance_ids:
+            return []
+        out: list[Instance] = []
+        with self._translate(f"Describing instances {', '.join(instance_ids)}"):
+            pages = self._ec2.get_paginator("describe_instances").paginate(InstanceIds=list(instance_ids))
+            for page in pages:
+                for reservation in page.get("Reservations", []):
+                    for raw in reservation.get("Instances", []):
+                        tags = {t.get("Key"): t.get("Value") for t in raw.get("Tags") or []}
+                        out.append(
+                            Instance(
+                                instance_id=str(raw["InstanceId"]),
+                                state=str(raw.get("State", {}).get("Name", "unknown")),
+                                private_ip=raw.get("PrivateIpAddress"),
+                                name=tags.get("Name"),
+                            )
+                        )
+        return out
+
+    def start(self, instance_ids: Sequence[str]) -> None:
+        """StartInstances; running ones are left as they are (EC2 does that itself)."""
+        if instance_ids:
+            with self._translate(f"Starting instances {', '.join(instance_ids)}"):
+                self._ec2.start_instances(InstanceIds=list(instance_ids))
+
+    def stop(self, instance_ids: Sequence[str]) -> None:
+        """StopInstances (an ACPI shutdown: the OS stops its services first)."""
+        if instance_ids:
+            with self._translate(f"Stopping instances {', '.join(instance_ids)}"):
+                self._ec2.stop_instances(InstanceIds=list(instance_ids))

@@ -1,0 +1,371 @@
+"""API-side tasks of the restore-cluster flow (guide 4.3.2.2 steps 9-16 and 4.3.2.3).
+
+Reads that decide (`read_api`, `find_and_verify_backup`) have no side effect; the writes (CSR
+approvals, Machine re-creation, forced redeployments) each check the current state first, so a
+re-run continues instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from etcdguard import catalogue, csr, errors, preflight, restore_plan
+from etcdguard.clients.kube import KubeClient
+from etcdguard.clients.objectstore import ObjectStore
+from etcdguard.profile import ClusterProfile
+from tasks import certs
+from tasks._retry import BACKOFF, retry_transient
+from tasks.restore import poll
+
+__all__ = [
+    "ApiFacts",
+    "approve_valid_csrs",
+    "find_and_verify_backup",
+    "force_redeployment",
+    "newest_backup_version",
+    "read_api",
+    "replace_machine",
+    "storage_caveats",
+    "verify_etcd",
+    "wait_api_etcd_pod",
+    "wait_rollout",
+]
+
+MACHINE_NAMESPACE = "openshift-machine-api"
+_MASTER_LABELS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
+_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ApiFacts:
+    """What the API said, when it answered."""
+
+    clusterversion: dict[str, Any]
+    control_plane: tuple[tuple[str, str], ...]
+    """(node name, InternalIP) of every control-plane Node."""
+    ready: frozenset[str]
+    proxy_env: dict[str, str]
+    machines: tuple[dict[str, Any], ...]
+    """Control-plane Machines."""
+
+
+def _address(node: dict[str, Any]) -> str | None:
+    for item in (node.get("status") or {}).get("addresses") or []:
+        if item.get("type") == "InternalIP":
+            return str(item.get("address"))
+    return None
+
+
+def _is_master_machine(machine: dict[str, Any]) -> bool:
+    labels = (machine.get("metadata") or {}).get("labels") or {}
+    role = labels.get("machine.openshift.io/cluster-api-machine-role")
+    return role == "master" or (role is None and "-master-" in str(machine["metadata"]["name"]))
+
+
+def _read(kube: KubeClient) -> ApiFacts:
+    clusterversion = kube.get("ClusterVersion", "version")
+    nodes = [
+        n
+        for n in kube.list_objects("Node")
+        if any(k in (n["metadata"].get("labels") or {}) for k in _MASTER_LABELS)
+    ]
+    try:
+        proxy: dict[str, Any] | None = kube.get("Proxy", "cluster")
+    except errors.NotFoundError:
+        proxy = None
+    machines = [m for m in kube.list_objects("Machine", namespace=MACHINE_NAMESPACE) if _is_master_machine(m)]
+    hosts = tuple(sorted((str(n["metadata"]["name"]), a) for n in nodes if (a := _address(n))))
+    ready = frozenset(
+        str(n["metadata"]["name"])
+        for n in nodes
+        if (c := preflight.condition(n, "Ready")) is not None and c.get("status") == "True"
+    )
+    return ApiFacts(
+        clusterversion=clusterversion,
+        control_plane=hosts,
+        ready=ready,
+        proxy_env=preflight.proxy_env(proxy),
+        machines=tuple(machines),
+    )
+
+
+@task(name="read-api")
+def read_api(profile: ClusterProfile, *, attempts: int = 3) -> ApiFacts | None:
+    """The cluster's facts, or None when the API does not answer after `attempts` tries (lost
+    quorum: the API is down with it)."""
+    for attempt in range(attempts):
+        try:
+            with KubeClient(profile.api) as kube:
+                return _read(kube)
+        except errors.TransientError as exc:
+            get_run_logger().warning("The API does not answer (%s).", exc)
+            if attempt + 1 < attempts:
+                time.sleep(2)
+    return None
+
+
+@task(name="find-and-verify-backup", **_RETRY)
+def find_and_verify_backup(
+    profile: ClusterProfile, *, backup_id: str | None, version: str | None
+) -> tuple[catalogue.CatalogueEntry, list[str]]:
+    """The named backup, or the newest of `version` (of any version when None); refused unless its
+    files match the manifest's checksums, it has the static-pod-resources tarball, and its last
+    drill (if any ran) passed. Returns the entry and what was checked."""
+    with ObjectStore(profile.storage) as store:
+        entry = catalogue.find_backup(
+            store,
+            profile.storage,
+            cluster=profile.name,
+            backup_id=backup_id,
+            ocp_version=None if backup_id else version,
+        )
+        report = catalogue.verify_backup(store, profile.storage, entry)
+    backup = entry.manifest
+    if not report.ok:
+        raise errors.IntegrityError(
+            f"Backup {backup.backup_id} fails its checksums: {' '.join(report.problems)} Choose another backup."
+        )
+    if backup.static_resources_file is None:
+        raise errors.PreflightRefused(
+            f"Backup {backup.backup_id} has no static_kuberesources tarball, which cluster-restore.sh needs; "
+            "choose another backup."
+        )
+    checked = list(report.checked)
+    if backup.drills:
+        last = backup.drills[-1]
+        if not last.passed:
+            raise errors.PreflightRefused(
+                f"The last restore drill of backup {backup.backup_id} ({last.ran_at.isoformat()}) failed: "
+                f"{last.message} Choose another backup."
+            )
+        checked.append(f"last restore drill passed ({last.ran_at.isoformat()})")
+    else:
+        checked.append("no restore drill has run on this backup")
+    return entry, checked
+
+
+@task(name="newest-backup-version", **_RETRY)
+def newest_backup_version(profile: ClusterProfile) -> str | None:
+    """The z-stream of the cluster's newest complete backup (of any z-stream), or None."""
+    with ObjectStore(profile.storage) as store:
+        entries = catalogue.list_backups(store, profile.storage, cluster=profile.name)
+    return entries[-1].manifest.ocp_version if entries else None
+
+
+@task(name="approve-csrs", **_RETRY)
+def approve_valid_csrs(profile: ClusterProfile) -> list[str]:
+    """Step 9: approve every pending kubelet CSR that `etcdguard.csr` validates against the
+    Machines; the others are left pending and logged."""
+    logger = get_run_logger()
+    seen = certs.observe(profile)
+    plan = csr.plan_approvals(seen.csrs, machines=seen.machine_addresses, nodes_existing=seen.node_names)
+    for verdict in plan.refuse:
+        logger.warning("Not approving CSR %s: %s", verdict.name, " ".join(verdict.reasons))
+    approved = []
+    for verdict in plan.approve:
+        if certs.approve_csr.fn(profile, verdict=verdict, request=seen.requests[verdict.name]) == "approved":
+            approved.append(f"{verdict.name} ({verdict.kind}, {verdict.node_name})")
+    return approved
+
+
+@task(name="wait-etcd-pod", **_RETRY)
+def wait_api_etcd_pod(profile: ClusterProfile, *, node: str, timeout: float) -> str:
+    """Step 10b: the API answers and lists `etcd-<recovery node>` Running and ready."""
+
+    def probe() -> tuple[bool, str]:
+        with KubeClient(profile.api) as kube:
+            pods = kube.list_objects("Pod", namespace="openshift-etcd", labels="app=etcd")
+        mine = [p for p in pods if p["metadata"]["name"] == f"etcd-{node}"]
+        if not mine:
+            return False, f"no pod etcd-{node} yet"
+        statuses = (mine[0].get("status") or {}).get("containerStatuses") or []
+        ready = [s for s in statuses if s.get("name") == "etcd" and s.get("ready")]
+        phase = (mine[0].get("status") or {}).get("phase")
+        return phase == "Running" and bool(
+            ready
+        ), f"etcd-{node} is {phase}, etcd container ready: {bool(ready)}"
+
+    return poll("the single-member control plane", probe, timeout=timeout)
+
+
+def _node_ready(kube: KubeClient, name: str) -> bool:
+    try:
+        node = kube.get("Node", name)
+    except errors.NotFoundError:
+        return False
+    found = preflight.condition(node, "Ready")
+    return found is not None and found.get("status") == "True"
+
+
+@task(name="replace-machine", **_RETRY)
+def replace_machine(
+    profile: ClusterProfile, *, old_name: str, backup_id: str, timeout: float
+) -> dict[str, Any]:
+    """Step 11 for one Machine: create its cleaned copy under the next free name, delete it, wait
+    until the new one is Running with a Ready node, approving its validated CSRs meanwhile.
+
+    The copy is created BEFORE the old Machine is deleted (the guide deletes first): an
+    interruption between the two then loses nothing, and a re-run finds the copy by its
+    annotation instead of needing the deleted Machine's YAML."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    marker = f"{backup_id} replaces {old_name}"
+    with KubeClient(profile.api) as kube:
+        machines = kube.list_objects("Machine", namespace=MACHINE_NAMESPACE)
+        copy = next(
+            (
+                m
+                for m in machines
+                if (m["metadata"].get("annotations") or {}).get(restore_plan.RECREATED_ANNOTATION) == marker
+            ),
+            None,
+        )
+        old = next((m for m in machines if m["metadata"]["name"] == old_name), None)
+        if copy is None:
+            if old is None:
+                raise errors.NotFoundError(
+                    f"Machine {old_name} is gone and no re-created copy of it exists; create the new control-plane "
+                    "machine by hand (guide 4.3.2.2 step 11), then run restore-cluster again."
+                )
+            new_name = restore_plan.next_machine_name(old_name, [m["metadata"]["name"] for m in machines])
+            cleaned = restore_plan.clean_machine(old, new_name=new_name, backup_id=backup_id)
+            kube.create("Machine", cleaned, namespace=MACHINE_NAMESPACE)
+            logger.info("Created Machine %s to replace %s.", new_name, old_name)
+        else:
+            new_name = copy["metadata"]["name"]
+            logger.info("Machine %s already replaces %s.", new_name, old_name)
+        if old is not None:
+            try:
+                kube.delete("Machine", old_name, namespace=MACHINE_NAMESPACE)
+                logger.info("Deleted Machine %s.", old_name)
+            except errors.NotFoundError:
+                pass
+
+        def probe() -> tuple[bool, str]:
+            approved = approve_valid_csrs.fn(profile)
+            for line in approved:
+                logger.info("Approved CSR %s.", line)
+            machine = kube.get("Machine", new_name, namespace=MACHINE_NAMESPACE)
+            status = machine.get("status") or {}
+            phase = status.get("phase") or "no phase yet"
+            node = (status.get("nodeRef") or {}).get("name")
+            if phase != "Running" or not node:
+                return False, f"Machine {new_name} is {phase}"
+            if not _node_ready(kube, node):
+                return False, f"Machine {new_name} is Running, node {node} is not Ready yet"
+            return True, f"Machine {new_name} is Running, node {node} is Ready"
+
+        result = poll(f"Machine {new_name} to run", probe, timeout=timeout, first=1.0)
+    return {
+        "old": old_name,
+        "new": new_name,
+        "seconds": round(time.monotonic() - started, 1),
+        "state": result,
+    }
+
+
+@task(name="force-redeployment", **_RETRY)
+def force_redeployment(profile: ClusterProfile, *, kind: str) -> int:
+    """Steps 13 and 15: set `spec.forceRedeploymentReason` to `recovery-<now>`; returns the latest
+    revision before, which the wait compares with."""
+    with KubeClient(profile.api) as kube:
+        cr = kube.get(kind, "cluster")
+        before = int((cr.get("status") or {}).get("latestAvailableRevision") or 0)
+        reason = restore_plan.redeploy_reason(datetime.now(UTC))
+        kube.patch(kind, "cluster", {"spec": {"forceRedeploymentReason": reason}})
+    get_run_logger().info("%s: forceRedeploymentReason %r (revision was %d).", kind, reason, before)
+    return before
+
+
+@task(name="wait-rollout", **_RETRY)
+def wait_rollout(profile: ClusterProfile, *, kind: str, after: int, timeout: float) -> str:
+    """Steps 14 and 15: wait until NodeInstallerProgressing says AllNodesAtLatestRevision for a
+    revision newer than `after`."""
+
+    def probe() -> tuple[bool, str]:
+        with KubeClient(profile.api) as kube:
+            return restore_plan.rollout_done(kube.get(kind, "cluster"), after=after)
+
+    return poll(f"{kind} to reach AllNodesAtLatestRevision", probe, timeout=timeout)
+
+
+@task(name="verify-etcd", **_RETRY)
+def verify_etcd(profile: ClusterProfile, *, timeout: float) -> list[str]:
+    """Step 16: every control-plane node has a Running, ready etcd pod, and `etcdctl endpoint
+    health --cluster` finds every member healthy, one per control-plane node."""
+    lines: list[str] = []
+
+    def probe() -> tuple[bool, str]:
+        with KubeClient(profile.api) as kube:
+            masters = {
+                n["metadata"]["name"]
+                for n in kube.list_objects("Node")
+                if any(k in (n["metadata"].get("labels") or {}) for k in _MASTER_LABELS)
+            }
+            pods = kube.list_objects("Pod", namespace="openshift-etcd", labels="app=etcd")
+            running = {
+                p["spec"].get("nodeName")
+                for p in pods
+                if (p.get("status") or {}).get("phase") == "Running"
+                and all(s.get("ready") for s in (p.get("status") or {}).get("containerStatuses") or [])
+            }
+            if not masters <= running:
+                return False, f"etcd pods not running and ready on {sorted(masters - running)}"
+            pod = f"etcd-{sorted(masters)[0]}"
+            code, out, err = kube.exec(
+                "openshift-etcd", pod, "etcdctl", ["etcdctl", "endpoint", "health", "--cluster", "-w", "json"]
+            )
+        try:
+            health = json.loads(out)
+        except ValueError:
+            return False, f"etcdctl endpoint health printed {errors.truncate_remote(out + err, limit=200)!r}"
+        sick = [h["endpoint"] for h in health if not h.get("health")]
+        if code != 0 or sick or len(health) != len(masters):
+            return False, f"{len(health)} members for {len(masters)} control-plane nodes, unhealthy: {sick}"
+        lines[:] = [f"etcd-{n} Running" for n in sorted(masters)] + [
+            f"member {h['endpoint']} healthy ({h.get('took')})"
+            for h in sorted(health, key=lambda h: h["endpoint"])
+        ]
+        return True, f"{len(health)} healthy members"
+
+    poll("every etcd member to be healthy", probe, timeout=timeout)
+    return lines
+
+
+@task(name="storage-caveats", **_RETRY)
+def storage_caveats(profile: ClusterProfile) -> list[str]:
+    """4.3.2.3 made concrete: the PersistentVolumes and VolumeAttachments the restored etcd
+    describes, whose real state (volume contents, attachments) may differ from it."""
+    out = []
+    with KubeClient(profile.api) as kube:
+        for kind in ("PersistentVolume", "VolumeAttachment"):
+            try:
+                items = kube.list_objects(kind)
+            except errors.PermanentError as exc:
+                out.append(f"{kind}s could not be listed ({exc}); check them by hand.")
+                continue
+            if not items:
+                out.append(f"No {kind}s in the restored cluster.")
+            for item in items:
+                name = item["metadata"]["name"]
+                spec = item.get("spec") or {}
+                if kind == "PersistentVolume":
+                    claim = spec.get("claimRef") or {}
+                    out.append(
+                        f"PV `{name}` ({(item.get('status') or {}).get('phase')}, claim "
+                        f"{claim.get('namespace', '-')}/{claim.get('name', '-')}): its contents are NOT restored; "
+                        "if the volume was re-provisioned since the backup, point the PV at the new volume."
+                    )
+                else:
+                    source = (spec.get("source") or {}).get("persistentVolumeName")
+                    out.append(
+                        f"VolumeAttachment `{name}`: PV {source} on node {spec.get('nodeName')} as of the backup; "
+                        "if the volume is now attached elsewhere, detach it by hand."
+                    )
+    return out
