@@ -123,12 +123,12 @@ def verdicts(spec: layout.SimSpec) -> list[csrcheck.CsrVerdict]:
 def approve_valid(spec: layout.SimSpec, *, node: str | None = None) -> list[csrcheck.CsrVerdict]:
     """Approve every pending CSR (of `node`, if given) that the validator accepts, with
     `kubectl certificate approve` (the guide's `oc adm certificate approve`); returns them.
-    A CSR the validator refuses fails the test: the simulator files only valid ones."""
+    Refused ones are left pending, as an admin would leave them: e.g. a new node's serving CSR
+    until its Machine shows the node in `nodeRef`. Callers check that none is left at the end."""
     approved = []
     for verdict in verdicts(spec):
-        if node is not None and verdict.node_name != node:
+        if (node is not None and verdict.node_name != node) or not verdict.approve:
             continue
-        assert verdict.approve, verdict.reasons
         ok(spec, f"kubectl certificate approve {verdict.name}")
         approved.append(verdict)
     return approved

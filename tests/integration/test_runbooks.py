@@ -24,7 +24,6 @@ from tests import guidetools as g
 pytestmark = pytest.mark.integration
 
 TIMINGS = g.Timings("runbook steps (s)")
-_MEMBER_ROW = re.compile(r"^\| ([0-9a-f]+) \| (\w+) \| (\S*) +\| (\S+) +\| (\S*) +\|")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +44,8 @@ def _members(spec: layout.SimSpec, pod: str) -> list[tuple[str, str, str]]:
     """`etcdctl member list -w table` in the pod: (ID, STATUS, NAME) per row."""
     out = g.rsh(spec, pod, "etcdctl member list -w table")
     assert out.returncode == 0, out.stderr
-    found = [_MEMBER_ROW.match(line) for line in out.stdout.splitlines()]
-    return [(m.group(1), m.group(2), m.group(3)) for m in found if m is not None]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in out.stdout.splitlines()]
+    return [(c[0], c[1], c[2]) for c in cells if len(c) == 6 and re.fullmatch("[0-9a-f]+", c[0])]
 
 
 def _etcd_pods(spec: layout.SimSpec) -> list[list[str]]:
@@ -114,6 +113,7 @@ def test_4_3_3_recover_from_expired_certificates(cluster: layout.SimSpec) -> Non
     nodes = len(_fresh(cluster).nodes)
     assert len(approved) == 2 * nodes  # a node-bootstrapper (client) and a serving CSR per node
     assert [r for r in g.rows(g.ok(cluster, "kubectl get csr")) if r[-1] == "Pending"] == []
+    assert len({v.name for v in g.verdicts(cluster)}) == 0
     assert time.monotonic() - start < 90
 
 
@@ -260,6 +260,7 @@ def test_4_2_4_1_replace_the_member_of_a_stopped_machine(cluster: layout.SimSpec
     _, took = g.wait_for("the new node Ready", node_ready, timeout=60, every=1.0, since=start)
     TIMINGS.add("4.2.4.1: new node Ready (CSRs approved)", took)
     running, _ = g.wait_for("the new machine Running", lambda: phase("Running"))
+    assert g.verdicts(cluster) == []  # every CSR of the new node was valid and is approved
     assert running[6] == new_node.name
     assert running[-1] == "running"
 
@@ -282,11 +283,17 @@ def test_4_2_4_1_replace_the_member_of_a_stopped_machine(cluster: layout.SimSpec
     survivors = [n.name for n in cluster.masters if n.name != node]
     assert names == sorted(f"etcd-{n}" for n in [*survivors, new_node.name])
 
+    seen: list[object] = []
+
     def three_members() -> list[tuple[str, str, str]] | None:
         members = _members(cluster, pod)
+        seen[:] = [members]
         return members if len(members) == 3 and {s for _, s, _ in members} == {"started"} else None
 
-    members, took = g.wait_for("three started members", three_members, timeout=60, since=start)
+    try:
+        members, took = g.wait_for("three started members", three_members, timeout=60, since=start)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last member list: {seen}") from None
     TIMINGS.add("4.2.4.1: whole procedure until 3 members started", took)
     assert sorted(name for _, _, name in members) == sorted([*survivors, new_node.name])
     g.wait_for("every member available", lambda: g.members_message(cluster) == "3 members are available")
