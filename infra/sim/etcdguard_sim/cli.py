@@ -102,6 +102,29 @@ FAULTS: dict[str, Callable[[layout.SimSpec, argparse.Namespace], str]] = {
 }
 
 
+def _cluster_fault(name: str) -> Callable[[layout.SimSpec, argparse.Namespace], str]:
+    """A fault of `faults_cluster.FAULTS`, taking --node (and --name for delete-namespace)."""
+
+    def inject(spec: layout.SimSpec, args: argparse.Namespace) -> str:
+        from etcdguard_sim import faults_cluster  # imports boto3; only for these faults
+
+        kwargs: dict[str, object] = {}
+        if name in _NEEDS_NODE:
+            kwargs["node"] = _node(spec, args)
+        if name == "delete-namespace" and args.object_name:
+            kwargs["name"] = args.object_name
+        result = faults_cluster.run_fault(spec, name, **kwargs)
+        return f"{name} done" + (f": {result}" if result else "")
+
+    return inject
+
+
+_NEEDS_NODE = {"stop-machine", "start-machine", "node-not-ready", "node-ready", "node-unreachable",
+               "node-reachable", "etcd-crashloop"}  # fmt: skip
+for _name in (*sorted(_NEEDS_NODE), "lose-quorum", "regain-quorum", "delete-namespace", "expire-certs"):
+    FAULTS[_name] = _cluster_fault(_name)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etcdguard-sim", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--node", default=None, help="the control-plane node name (ssh-*)")
     p.add_argument("--status", type=int, default=503, help="the HTTP status S3 answers (s3-fail)")
     p.add_argument("--methods", default=None, help="comma-separated HTTP methods the S3 fault applies to")
+    p.add_argument("--object-name", default=None, help="the namespace to delete (delete-namespace)")
     return parser
 
 
