@@ -64,8 +64,8 @@ class CsrLedger:
         for verdict in plan.approve:
             try:
                 approve_csr(cluster_profile, verdict=verdict, request=seen.requests.get(verdict.name, ""))
-            except errors.PermanentError as exc:
-                logger.warning("%s", exc)
+            except errors.EtcdguardError as exc:  # denied or changed meanwhile, or the API went away
+                logger.warning("%s The next round decides again.", exc)
                 continue
             self.approved[verdict.name] = verdict
             count += 1

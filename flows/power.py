@@ -26,6 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from etcdguard import errors, lifecycle, profile
 from flows._approval import request_approval
+from flows.backup import etcd_backup
 from flows.certs import CsrLedger
 from tasks import power
 from tasks.certs import observe
@@ -143,7 +144,10 @@ def graceful_shutdown(
             raise errors.PreflightRefused(
                 f"{expiry.message} Refusing to shut {cluster} down; run again with force=True if you must."
             )
-        (logger.warning if expiry.too_close else logger.info)("%s", expiry.message)
+        if expiry.too_close:
+            logger.warning("%s Going on: force=True.", expiry.message)
+        else:
+            logger.info("%s", expiry.message)
         state = state.model_copy(update={"cert_not_after": expiry.not_after})
 
     backup_id, notes = power.find_recent_verified_backup(cluster_profile, max_age_h=backup_max_age_h, now=now)
@@ -151,8 +155,6 @@ def graceful_shutdown(
         logger.warning("%s", note)
     taken_now = backup_id is None
     if backup_id is None:
-        from flows.backup import etcd_backup
-
         logger.info("Taking a backup of %s now (guide 2.1: back up etcd before shutting down).", cluster)
         backup = etcd_backup(cluster, force=True)
         if backup.status != "completed" or backup.backup_id is None:
@@ -173,6 +175,14 @@ def graceful_shutdown(
     approval = request_approval(
         cluster=cluster, action="graceful-shutdown", summary_markdown=summary, timeout_s=approval_timeout_s
     )
+    fresh, _ = power.read_inventory(cluster_profile)  # the approval may have taken an hour
+    if [(r.machine, r.instance_id) for r in fresh.machines] != [
+        (r.machine, r.instance_id) for r in state.machines
+    ]:
+        raise errors.PreflightRefused(
+            f"The machines of {cluster} changed while the shutdown waited for approval; nothing was shut down. "
+            "Run graceful-shutdown again and review the new list."
+        )
     state_uri = power.save_shutdown_state(cluster_profile, state=state)
     how = _shut_down(cluster_profile, records=state.machines, method=method)
     ids = [r.instance_id for r in state.machines]
@@ -285,7 +295,7 @@ def graceful_restart(cluster: str, timeout_s: int = 1200, poll_s: float = 5.0) -
         logger.warning("Guide 3 step 1: the external dependencies must be on first: %s.", ", ".join(deps))
     ids = [r.instance_id for r in records]
     states = power.describe_instances(cluster_profile, ids)
-    to_start = [i for i in ids if states.get(i) in ("stopped", "stopping")]
+    to_start = [i for i in ids if states.get(i) == "stopped"]
     if to_start:
         power.start_instances(cluster_profile, instance_ids=to_start)
     logger.info("Started %d of %d instances; waiting for the control plane.", len(to_start), len(ids))
@@ -300,6 +310,10 @@ def graceful_restart(cluster: str, timeout_s: int = 1200, poll_s: float = 5.0) -
             states = power.describe_instances(cluster_profile, ids)
         except errors.TransientError as exc:
             logger.warning("%s", exc)
+        late = [i for i, s in states.items() if s == "stopped" and i not in to_start]  # was still stopping
+        if late:
+            power.start_instances(cluster_profile, instance_ids=late)
+            to_start += late
         gone = {i for i, s in states.items() if s in _GONE}
         problems = _gone_problems(records, states)
         try:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -19,7 +19,7 @@ from etcdguard_sim import apiclient, cloud, control, csrgen, faults_cluster, lay
 
 from etcdguard import errors, lifecycle
 from flows.certs import recover_expired_certs
-from flows.power import graceful_restart, graceful_shutdown
+from flows.power import ShutdownOutcome, graceful_restart, graceful_shutdown
 from tests import simtools
 from tests.approvals import Operator, approve
 
@@ -63,6 +63,7 @@ def wait_for(what: str, probe: Any, *, timeout: float = 60.0) -> Any:
 
 
 def post_csr(spec: layout.SimSpec, name: str, *, pem: bytes, serving_node: str | None = None) -> None:
+    groups: tuple[str, ...]
     if serving_node is None:
         signer, user, groups = csrgen.CLIENT_SIGNER, csrgen.BOOTSTRAPPER_USERNAME, csrgen.BOOTSTRAPPER_GROUPS
         usages = csrgen.CLIENT_USAGES
@@ -72,7 +73,9 @@ def post_csr(spec: layout.SimSpec, name: str, *, pem: bytes, serving_node: str |
     obj = csrgen.csr_object(name, pem=pem, signer_name=signer, username=user, groups=groups, usages=usages)
     del obj["status"]
     api = apiclient.ApiClient(spec)
-    api.request("POST", api.path_for("certificates.k8s.io/v1", "CertificateSigningRequest", namespace=None), obj)
+    api.request(
+        "POST", api.path_for("certificates.k8s.io/v1", "CertificateSigningRequest", namespace=None), obj
+    )
 
 
 def conditions(spec: layout.SimSpec, name: str) -> list[str]:
@@ -80,11 +83,15 @@ def conditions(spec: layout.SimSpec, name: str) -> list[str]:
 
 
 def ec2(spec: layout.SimSpec) -> Any:
-    return boto3.client("ec2", endpoint_url=spec.moto_endpoint, region_name=cloud.REGION, **cloud.DUMMY_CREDENTIALS)
+    return boto3.client(
+        "ec2", endpoint_url=spec.moto_endpoint, region_name=cloud.REGION, **cloud.DUMMY_CREDENTIALS
+    )
 
 
 def s3_keys(spec: layout.SimSpec) -> list[str]:
-    s3 = boto3.client("s3", endpoint_url=spec.moto_endpoint, region_name=cloud.REGION, **cloud.DUMMY_CREDENTIALS)
+    s3 = boto3.client(
+        "s3", endpoint_url=spec.moto_endpoint, region_name=cloud.REGION, **cloud.DUMMY_CREDENTIALS
+    )
     return [o["Key"] for o in s3.list_objects_v2(Bucket=profiles.SNAPSHOT_BUCKET).get("Contents", [])]
 
 
@@ -92,7 +99,9 @@ def test_expired_certificates_are_recovered_and_forged_csrs_left_pending(cluster
     master, worker = cluster.masters[0], cluster.workers[0]
     # Filed before the kubelets restart, so the simulated kubelets do not take them for their own.
     post_csr(cluster, "csr-forged-cn", pem=csrgen.make_client_csr("ip-10-66-6-6.ec2.internal"))
-    post_csr(cluster, "csr-forged-san", pem=csrgen.make_client_csr(master.name, dns_names=["evil.example.com"]))
+    post_csr(
+        cluster, "csr-forged-san", pem=csrgen.make_client_csr(master.name, dns_names=["evil.example.com"])
+    )
     post_csr(
         cluster,
         "csr-forged-serving",
@@ -138,11 +147,11 @@ def test_shutdown_is_refused_when_the_kubelet_signer_expires_soon(cluster: layou
     assert set(ready(cluster).values()) == {"True"}
 
 
-def _shutdown(method: str) -> Any:
+def _shutdown(method: Literal["shutdown", "ec2"]) -> ShutdownOutcome:
     operator = Operator("graceful-shutdown", approve(CLUSTER))
     operator.start()
     try:
-        return graceful_shutdown(CLUSTER, method=method, approval_timeout_s=120)  # type: ignore[arg-type]
+        return graceful_shutdown(CLUSTER, method=method, approval_timeout_s=120)
     finally:
         operator.join(timeout=5)
         assert operator.error is None
@@ -159,9 +168,11 @@ def test_shutdown_then_restart_brings_the_cluster_back(cluster: layout.SimSpec) 
     assert [n.final_state for n in down.nodes] == ["stopped"] * 6
     assert [n.role for n in down.nodes] == ["worker"] * 3 + ["master"] * 3  # workers first
     assert down.external_dependencies == DEPENDENCIES
-    assert down.last_safe_restart is not None and down.last_safe_restart > datetime.now(UTC) + timedelta(days=30)
+    assert down.last_safe_restart is not None
+    assert down.last_safe_restart > datetime.now(UTC) + timedelta(days=30)
     assert f"_etcdguard/{CLUSTER}/shutdown-state.json" in down.state_uri
-    assert simtools.kubectl(cluster, "get", "nodes", check=False).returncode != 0  # the API is down
+    # Every master is off: the API goes away once etcd has been without quorum for a few seconds.
+    wait_for("the API to go down", lambda: simtools.kubectl(cluster, "get", "nodes", check=False).returncode)
 
     started = time.monotonic()
     up = graceful_restart(CLUSTER, timeout_s=300, poll_s=2.0)
@@ -174,7 +185,9 @@ def test_shutdown_then_restart_brings_the_cluster_back(cluster: layout.SimSpec) 
         degraded = [c for c in co["status"]["conditions"] if c["type"] == "Degraded"]
         assert [c["status"] for c in degraded] in ([], ["False"]), co["metadata"]["name"]
     assert not any(k.endswith("shutdown-state.json") for k in s3_keys(cluster))
-    print(f"graceful-shutdown (ec2): {shutdown_took:.1f} s, graceful-restart: {restart_took:.1f} s, {up.milestones_s}")
+    print(
+        f"graceful-shutdown (ec2): {shutdown_took:.1f} s, graceful-restart: {restart_took:.1f} s, {up.milestones_s}"
+    )
 
 
 def test_restart_with_a_lost_master_fails_naming_it_and_the_backup(cluster: layout.SimSpec) -> None:
@@ -194,7 +207,10 @@ def test_restart_with_a_lost_master_fails_naming_it_and_the_backup(cluster: layo
     restart_took = time.monotonic() - started
 
     message = str(failure.value)
-    assert f"machine {lost.machine} (master, node {lost.node}, instance {lost.instance_id}) is terminated" in message
+    assert (
+        f"machine {lost.machine} (master, node {lost.node}, instance {lost.instance_id}) is terminated"
+        in message
+    )
     assert f"node {lost.node} is not Ready" in message
     assert "ClusterOperator etcd is Degraded" in message
     assert f"restore-cluster flow (guide 4.3.2) from backup {down.backup_id}" in message
