@@ -67,6 +67,8 @@ class RestoreOutcome(pydantic.BaseModel):
     cluster: str
     backup_id: str
     ocp_version: str
+    ocp_version_source: str
+    """Where the cluster's z-stream was read: the API, a surviving etcd member, or ASSUMED."""
     recovery_host: str
     approved_by: str
     durations: dict[str, float]
@@ -396,6 +398,7 @@ def restore_cluster(
         cluster=cluster,
         backup_id=backup_manifest.backup_id,
         ocp_version=backup_manifest.ocp_version,
+        ocp_version_source=gates.zstream.source,
         recovery_host=gates.recovery.name,
         approved_by=approval.approved_by,
         durations=runner.durations,

@@ -105,7 +105,20 @@ def etcd_server_version(profile: ClusterProfile, *, node: preflight.NodeCandidat
     """The etcd server version of `node`'s member (`etcdctl endpoint status` in its etcd pod)."""
     with KubeClient(profile.api) as kube:
         code, out, err = kube.exec(
-            "openshift-etcd", f"etcd-{node.name}", "etcdctl", ["etcdctl", "endpoint", "status", "-w", "json"]
+            "openshift-etcd",
+            f"etcd-{node.name}",
+            "etcdctl",
+            # Only this node's member: with another member down, asking all of them fails.
+            # (etcdctl 3.4 refuses --endpoints next to the container's ETCDCTL_ENDPOINTS: use env.)
+            [
+                "env",
+                f"ETCDCTL_ENDPOINTS=https://{node.address}:2379",
+                "etcdctl",
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ],
         )
     if code != 0:
         raise errors.RemoteCommandFailed(

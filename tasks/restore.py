@@ -50,7 +50,7 @@ _RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_c
 
 
 def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, first: float = 1.0) -> str:
-    """Call `probe` with backoff (first, x1.5, at most 10 s) until it says done; on timeout raise
+    """Call `probe` with backoff (first, x1.5, at most 5 s) until it says done; on timeout raise
     `PermanentError` saying what is still not done. TransientErrors from `probe` count as not done."""
     logger = get_run_logger()
     deadline = time.monotonic() + timeout
@@ -71,7 +71,7 @@ def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, fi
             logged = time.monotonic()
             logger.info("Waiting for %s: %s", what, last)
         time.sleep(delay)
-        delay = min(delay * 1.5, 10.0)
+        delay = min(delay * 1.5, 5.0)
 
 
 def _session(profile: ClusterProfile, node: str, address: str) -> HostSession:

@@ -146,9 +146,7 @@ class HostSession:
             )
         return outcome
 
-    def upload(
-        self, path: str, chunks: Iterable[bytes], *, sudo: bool = True, timeout: float = 60.0
-    ) -> int:
+    def upload(self, path: str, chunks: Iterable[bytes], *, sudo: bool = True, timeout: float = 60.0) -> int:
         """Write `chunks` to the file at `path` (created or truncated; with `sudo`, as root through
         `sudo tee`), streamed over one exec channel; returns the bytes sent. Raises when the
         remote command exits non-zero or the connection drops, so a short file never passes."""
