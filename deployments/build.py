@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
@@ -13,7 +14,11 @@ from prefect.schedules import Cron
 
 from etcdguard import errors, profile, schedule
 from flows.backup import etcd_backup
+from flows.certs import recover_expired_certs
 from flows.drill import restore_drill
+from flows.power import graceful_restart, graceful_shutdown
+from flows.replace_member import replace_etcd_member
+from flows.restore import restore_cluster
 from flows.retention import etcd_retention
 from flows.watch import watch_cluster_version
 
@@ -95,6 +100,60 @@ def retention_deployment(cluster_profile: profile.ClusterProfile) -> RunnerDeplo
     return cast(RunnerDeployment, deployment)
 
 
+def power_deployments(cluster_profile: profile.ClusterProfile) -> list[RunnerDeployment]:
+    """recover-expired-certs, graceful-shutdown, graceful-restart: on demand from the UI, no schedule."""
+    cluster = cluster_profile.name
+    described: dict[str, Flow[..., Any]] = {
+        "Approve valid kubelet CSRs until every node is Ready (guide 4.3.3).": recover_expired_certs,
+        "Back up, check the certificate expiry, shut every node down (guide 2).": graceful_shutdown,
+        "Start the machines, approve valid CSRs, check that the cluster is healthy (guide 3).": graceful_restart,
+    }
+    built = []
+    for description, flow_ in described.items():
+        deployment = flow_.to_deployment(
+            name=cluster,
+            parameters={"cluster": cluster},
+            concurrency_limit=1,
+            description=f"{description} Cluster {cluster}.",
+            tags=["etcdguard", f"cluster:{cluster}"],
+        )
+        built.append(cast(RunnerDeployment, deployment))
+    return built
+
+
+def restore_deployment(cluster_profile: profile.ClusterProfile) -> RunnerDeployment:
+    """restore-cluster (guide 4.3.2): on demand from the UI, no schedule; the run pauses for approval."""
+    cluster = cluster_profile.name
+    deployment = restore_cluster.to_deployment(
+        name=cluster,
+        parameters={"cluster": cluster},
+        concurrency_limit=1,
+        description=(
+            f"Restore {cluster} from an etcd backup (guide 4.3.2): destructive, last resort. The run shows what "
+            "it will destroy and waits for an operator to approve."
+        ),
+        tags=["etcdguard", f"cluster:{cluster}"],
+    )
+    return cast(RunnerDeployment, deployment)
+
+
+def replace_member_deployment(cluster_profile: profile.ClusterProfile) -> RunnerDeployment:
+    """replace-etcd-member (guide 4.2): on demand from the UI, no schedule; the run pauses for approval."""
+    cluster = cluster_profile.name
+    deployment = replace_etcd_member.to_deployment(
+        name=cluster,
+        parameters={"cluster": cluster},
+        concurrency_limit=1,
+        description=(
+            f"Replace the unhealthy etcd member of {cluster} (guide 4.2): diagnosis, backup, then the guide's "
+            "procedure for a stopped machine / NotReady node (4.2.4.1) or a crash-looping etcd pod (4.2.4.2). "
+            "The run shows what it will change and waits for an operator to approve."
+        ),
+        tags=["etcdguard", f"cluster:{cluster}"],
+    )
+    return cast(RunnerDeployment, deployment)
+
+
 def build_all(directory: Path) -> list[RunnerDeployment]:
     """Every profile's deployments; any invalid profile stops everything (ConfigError), so a
     typo never silently drops a cluster's backups."""
@@ -110,5 +169,8 @@ def build_all(directory: Path) -> list[RunnerDeployment]:
             watch_deployment(cluster_profile),
             drill_deployment(cluster_profile),
             retention_deployment(cluster_profile),
+            *power_deployments(cluster_profile),
+            restore_deployment(cluster_profile),
+            replace_member_deployment(cluster_profile),
         ]
     return built

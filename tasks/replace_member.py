@@ -1,0 +1,456 @@
+"""Tasks of the replace-etcd-member flow (guide 4.2): each does one thing against one system,
+checks the current state first (so a re-run skips what is done) and retries only transient
+failures (`tasks._retry`).
+
+`observe` is a plain read (no side effect, no Prefect task) that the flow also calls while it
+waits; `etcdctl` runs in a healthy etcd pod's `etcdctl` container, as `oc rsh` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from etcdguard import catalogue, csr, errors, member_plan, member_steps, preflight
+from etcdguard.clients.hosts import HostSession
+from etcdguard.clients.kube import KubeClient
+from etcdguard.clients.objectstore import ObjectStore
+from etcdguard.profile import ClusterProfile
+from tasks import certs
+from tasks._retry import BACKOFF, retry_transient
+
+__all__ = [
+    "ETCD_NAMESPACE",
+    "MACHINE_NAMESPACE",
+    "ClusterView",
+    "delete_member_secrets",
+    "force_redeployment",
+    "move_etcd_aside",
+    "newest_backup",
+    "observe",
+    "poll",
+    "read_cluster",
+    "remove_member",
+    "replace_machine",
+    "verify_members",
+    "wait_etcd_pods",
+    "wait_rollout",
+]
+
+ETCD_NAMESPACE = "openshift-etcd"
+MACHINE_NAMESPACE = "openshift-machine-api"
+SECRET_KINDS = ("peer", "serving", "serving-metrics")
+_MASTER_LABELS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
+_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
+
+
+def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, first: float = 1.0) -> str:
+    """Call `probe` with backoff (x1.5, at most 5 s) until it says done; on timeout raise
+    `PermanentError` naming what is still not done. TransientErrors count as not done."""
+    logger = get_run_logger()
+    deadline = time.monotonic() + timeout
+    delay, last, logged = first, "nothing observed yet", time.monotonic()
+    while True:
+        try:
+            done, last = probe()
+        except errors.TransientError as exc:
+            done, last = False, f"not answering ({exc})"
+        if done:
+            return last
+        if time.monotonic() > deadline:
+            raise errors.PermanentError(
+                f"Timed out after {timeout:.0f} s waiting for {what}; still not done: {last}. Check the cluster, "
+                "then run replace-etcd-member again with member=<node>: it skips the steps already done."
+            )
+        if time.monotonic() - logged > 15:
+            logged = time.monotonic()
+            logger.info("Waiting for %s: %s", what, last)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 5.0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClusterView:
+    """One read of what the diagnosis needs."""
+
+    etcd: dict[str, Any]
+    nodes: tuple[dict[str, Any], ...]
+    machines: tuple[dict[str, Any], ...]
+    etcd_pods: tuple[dict[str, Any], ...]
+    csrs: tuple[csr.CsrView, ...]
+    members: tuple[member_plan.Member, ...] | None
+    """The member list as a healthy etcd pod reads it; None when no pod answered."""
+    health: dict[str, bool]
+    pod: str | None
+    """The etcd pod `members` and `health` were read in."""
+
+    @property
+    def control_plane(self) -> dict[str, str]:
+        """Control-plane node -> InternalIP."""
+        out = {}
+        for node in self.nodes:
+            if any(label in (node["metadata"].get("labels") or {}) for label in _MASTER_LABELS):
+                ip = next(
+                    (
+                        a["address"]
+                        for a in node.get("status", {}).get("addresses") or []
+                        if a["type"] == "InternalIP"
+                    ),
+                    None,
+                )
+                if ip:
+                    out[str(node["metadata"]["name"])] = str(ip)
+        return out
+
+
+def _etcd_ready(pod: dict[str, Any]) -> bool:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    etcd = [s for s in statuses if s.get("name") == "etcd"]
+    return (pod.get("status") or {}).get("phase") == "Running" and bool(etcd) and bool(etcd[0].get("ready"))
+
+
+def _healthy_pods(pods: list[dict[str, Any]], *, avoid: str | None) -> list[str]:
+    """4.2.4.x step 1a: etcd pods NOT on the affected node, running with etcd ready."""
+    return [
+        str(p["metadata"]["name"])
+        for p in pods
+        if str(p["metadata"]["name"]).startswith("etcd-")
+        and p["spec"].get("nodeName") != avoid
+        and _etcd_ready(p)
+    ]
+
+
+def _etcdctl(kube: KubeClient, pod: str, *args: str) -> tuple[int, str, str]:
+    return kube.exec(ETCD_NAMESPACE, pod, "etcdctl", ["etcdctl", *args])
+
+
+def _members_in(
+    kube: KubeClient, pods: list[dict[str, Any]], *, avoid: str | None
+) -> tuple[str, list[member_plan.Member], dict[str, bool]] | None:
+    """(pod, members, {client URL: healthy}) read in the first healthy pod that answers."""
+    for pod in _healthy_pods(pods, avoid=avoid):
+        try:
+            code, out, _ = _etcdctl(kube, pod, "member", "list", "-w", "json")
+        except errors.EtcdguardError:
+            continue
+        if code != 0:
+            continue
+        members = member_plan.parse_members(out)
+        # Exit 1 with "unhealthy cluster" when any endpoint is unhealthy; the JSON is still printed.
+        _, health_out, _ = _etcdctl(kube, pod, "endpoint", "health", "--cluster", "-w", "json")
+        return pod, members, member_plan.health_urls(health_out)
+    return None
+
+
+def observe(profile: ClusterProfile, *, avoid: str | None = None) -> ClusterView:
+    """Read the etcd CR, Nodes, Machines, etcd pods, CSRs and the member list (in an etcd pod not
+    on `avoid`). Raises TransientError while the API does not answer."""
+    with KubeClient(profile.api) as kube:
+        etcd = kube.get("Etcd", "cluster")
+        nodes = kube.list_objects("Node")
+        machines = kube.list_objects("Machine", namespace=MACHINE_NAMESPACE)
+        pods = kube.list_objects("Pod", namespace=ETCD_NAMESPACE, labels="app=etcd")
+        csrs = kube.list_objects("CertificateSigningRequest")
+        found = _members_in(kube, pods, avoid=avoid)
+    pod, members, health = found if found is not None else (None, None, {})
+    return ClusterView(
+        etcd=etcd,
+        nodes=tuple(nodes),
+        machines=tuple(machines),
+        etcd_pods=tuple(pods),
+        csrs=tuple(csr.CsrView.from_object(c) for c in csrs),
+        members=tuple(members) if members is not None else None,
+        health=health,
+        pod=pod,
+    )
+
+
+@task(name="read-cluster", retries=2, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+def read_cluster(profile: ClusterProfile, *, avoid: str | None = None) -> ClusterView:
+    """Read-only: `observe`, as a task so that the run shows what the diagnosis saw."""
+    return observe(profile, avoid=avoid)
+
+
+@task(name="newest-backup", **_RETRY)
+def newest_backup(profile: ClusterProfile) -> tuple[str, datetime] | None:
+    """The newest complete backup of the cluster in the catalogue: (backup id, taken at)."""
+    with ObjectStore(profile.storage) as store:
+        entries = catalogue.list_backups(store, profile.storage, cluster=profile.name)
+    if not entries:
+        return None
+    return entries[-1].manifest.backup_id, entries[-1].taken_at
+
+
+@task(name="move-etcd-aside", **_RETRY)
+def move_etcd_aside(profile: ClusterProfile, *, node: str, address: str, timeout: float = 120.0) -> list[str]:
+    """4.2.4.2 step 1 on the host: `mv /etc/kubernetes/manifests/etcd-pod.yaml /var/lib/etcd-backup/`,
+    wait for the etcd containers to stop, `mv /var/lib/etcd/ /tmp` (to `/tmp/etcd-<time>` when an
+    earlier move already used `/tmp/etcd`). Each move is skipped when already done."""
+    done = []
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    with HostSession(profile.ssh, address=address, node=node) as host:
+        out = host.run(
+            [
+                "sh",
+                "-c",
+                "set -eu; mkdir -p /var/lib/etcd-backup; "
+                "if [ -f /etc/kubernetes/manifests/etcd-pod.yaml ]; then "
+                "mv /etc/kubernetes/manifests/etcd-pod.yaml /var/lib/etcd-backup/; echo moved; fi",
+            ],
+            sudo=True,
+        ).stdout
+        done.append(
+            "moved /etc/kubernetes/manifests/etcd-pod.yaml to /var/lib/etcd-backup/"
+            if "moved" in out
+            else "etcd-pod.yaml was already out of /etc/kubernetes/manifests"
+        )
+
+        empty_reads = 0
+
+        def stopped() -> tuple[bool, str]:
+            nonlocal empty_reads
+            ids = host.run(
+                ["crictl", "ps", "--label", "io.kubernetes.container.name=etcd", "-q"], sudo=True
+            ).stdout.split()
+            empty_reads = empty_reads + 1 if not ids else 0
+            return empty_reads >= 2, f"{len(ids)} etcd container(s) still running on {node}"
+
+        poll(f"the etcd containers of {node} to stop", stopped, timeout=timeout)
+        # The guide's own destination (`mv /var/lib/etcd/ /tmp`), on the host, as root.
+        script = (
+            "set -eu; if [ -e /var/lib/etcd ]; then dest=/tmp/etcd; "
+            f'if [ -e "$dest" ]; then dest={shlex.quote("/tmp/etcd-" + stamp)}; fi; '  # noqa: S108
+            'mv /var/lib/etcd/ "$dest"; echo "$dest"; fi'
+        )
+        moved = host.run(["sh", "-c", script], sudo=True).stdout.strip()
+    done.append(f"moved /var/lib/etcd/ to {moved}" if moved else "/var/lib/etcd was already moved aside")
+    get_run_logger().info("On %s: %s.", node, "; ".join(done))
+    return done
+
+
+@task(name="remove-member", **_RETRY)
+def remove_member(profile: ClusterProfile, *, node: str, address: str) -> str:
+    """4.2.4.x: `etcdctl member remove <id>` in a healthy etcd pod not on `node`, for the member
+    `member_plan.plan_removal` picks (name AND peer URL); skipped when it is already gone."""
+    logger = get_run_logger()
+    with KubeClient(profile.api) as kube:
+        pods = kube.list_objects("Pod", namespace=ETCD_NAMESPACE, labels="app=etcd")
+        found = _members_in(kube, pods, avoid=node)
+        if found is None:
+            raise errors.TransientError(
+                f"No healthy etcd pod other than etcd-{node} answered `etcdctl member list`; retrying."
+            )
+        pod, members, health = found
+        healthy = {url for url, ok in health.items() if ok}
+        target = member_plan.plan_removal(members, node=node, address=address, healthy_urls=healthy)
+        if target is None:
+            logger.info(
+                "The member of %s is not in the member list (read in %s): already removed.", node, pod
+            )
+            return f"the member of {node} was already removed"
+        code, out, err = _etcdctl(kube, pod, "member", "remove", target.hex_id)
+        if code != 0:
+            raise errors.RemoteCommandFailed(
+                f"etcdctl member remove {target.hex_id} failed in {pod}.", exit_code=code, output=out + err
+            )
+        code, out, err = _etcdctl(kube, pod, "member", "list", "-w", "json")
+        if code == 0 and any(m.id == target.id for m in member_plan.parse_members(out)):
+            raise errors.PermanentError(
+                f"etcdctl reported member {target.hex_id} removed, but {pod} still lists it; check "
+                "`etcdctl member list -w table` by hand."
+            )
+    logger.info("Removed etcd member %s through %s.", target.describe(), pod)
+    return f"removed member {target.describe()} through {pod}"
+
+
+@task(name="delete-member-secrets", **_RETRY)
+def delete_member_secrets(profile: ClusterProfile, *, node: str) -> list[str]:
+    """4.2.4.x: delete `etcd-peer-<node>`, `etcd-serving-<node>`, `etcd-serving-metrics-<node>`;
+    each one already gone is skipped."""
+    done = []
+    with KubeClient(profile.api) as kube:
+        for kind in SECRET_KINDS:
+            name = f"etcd-{kind}-{node}"
+            try:
+                kube.delete("Secret", name, namespace=ETCD_NAMESPACE)
+                done.append(f"deleted secret {name}")
+            except errors.NotFoundError:
+                done.append(f"secret {name} was already gone")
+    get_run_logger().info("%s.", "; ".join(done))
+    return done
+
+
+def _node_ready(kube: KubeClient, name: str) -> bool:
+    try:
+        node = kube.get("Node", name)
+    except errors.NotFoundError:
+        return False
+    found = preflight.condition(node, "Ready")
+    return found is not None and found.get("status") == "True"
+
+
+def _approve_csrs_of(profile: ClusterProfile, node: str | None) -> list[str]:
+    """Approve the pending CSRs of `node` (only those) that `etcdguard.csr` validates."""
+    if node is None:
+        return []
+    seen = certs.observe(profile)
+    plan = csr.plan_approvals(seen.csrs, machines=seen.machine_addresses, nodes_existing=seen.node_names)
+    approved = []
+    for verdict in plan.approve:
+        if verdict.node_name != node:
+            continue
+        if certs.approve_csr.fn(profile, verdict=verdict, request=seen.requests[verdict.name]) == "approved":
+            approved.append(f"{verdict.name} ({verdict.kind})")
+    for verdict in plan.refuse:
+        if verdict.node_name == node:
+            get_run_logger().warning("Not approving CSR %s: %s", verdict.name, " ".join(verdict.reasons))
+    return approved
+
+
+@task(name="replace-machine", **_RETRY)
+def replace_machine(
+    profile: ClusterProfile, *, node: str, old_name: str | None, timeout: float
+) -> dict[str, Any]:
+    """4.2.4.1 step 3: the Machine of `node` saved and cleaned (`member_steps.clean_machine`), created
+    under the next free name, the old one deleted; then wait until the new one is Running with a
+    Ready node, approving that node's CSRs once `etcdguard.csr` validated them.
+
+    The copy is created BEFORE the old Machine is deleted (the guide deletes first): an interruption
+    between the two then loses nothing, and a re-run finds the copy by its annotation instead of
+    needing the deleted Machine's YAML."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    approved: list[str] = []
+    with KubeClient(profile.api) as kube:
+        machines = kube.list_objects("Machine", namespace=MACHINE_NAMESPACE)
+        annotation = member_plan.REPLACES_NODE_ANNOTATION
+        copy = next(
+            (m for m in machines if (m["metadata"].get("annotations") or {}).get(annotation) == node), None
+        )
+        old = next((m for m in machines if old_name and m["metadata"]["name"] == old_name), None)
+        if copy is None:
+            if old is None:
+                raise errors.NotFoundError(
+                    f"Machine {old_name} of {node} is gone and no copy of it exists; create the new control-plane "
+                    "machine by hand (guide 4.2.4.1 step 3), then run the flow again."
+                )
+            new_name = member_steps.next_machine_name(
+                str(old_name), [m["metadata"]["name"] for m in machines]
+            )
+            kube.create(
+                "Machine",
+                member_steps.clean_machine(old, new_name=new_name, node=node),
+                namespace=MACHINE_NAMESPACE,
+            )
+            logger.info("Created Machine %s to replace %s.", new_name, old_name)
+        else:
+            new_name = str(copy["metadata"]["name"])
+            logger.info("Machine %s already replaces %s; waiting for it.", new_name, old_name)
+        if old is not None:
+            try:
+                kube.delete("Machine", str(old_name), namespace=MACHINE_NAMESPACE)
+                logger.info("Deleted Machine %s.", old_name)
+            except errors.NotFoundError:
+                pass
+        new_node: dict[str, str | None] = {"name": None}
+
+        def probe() -> tuple[bool, str]:
+            machine = kube.get("Machine", new_name, namespace=MACHINE_NAMESPACE)
+            status = machine.get("status") or {}
+            dns = next(
+                (a["address"] for a in status.get("addresses") or [] if a.get("type") == "InternalDNS"), None
+            )
+            new_node["name"] = (status.get("nodeRef") or {}).get("name") or dns
+            approved.extend(_approve_csrs_of(profile, new_node["name"]))
+            phase = status.get("phase") or "no phase yet"
+            if phase != "Running" or not (status.get("nodeRef") or {}).get("name"):
+                return False, f"Machine {new_name} is {phase}"
+            if not _node_ready(kube, str(new_node["name"])):
+                return False, f"Machine {new_name} is Running, node {new_node['name']} is not Ready yet"
+            return True, f"Machine {new_name} is Running, node {new_node['name']} is Ready"
+
+        state = poll(f"Machine {new_name} to run", probe, timeout=timeout, first=1.0)
+    return {
+        "old": old_name,
+        "new": new_name,
+        "node": new_node["name"],
+        "csrs_approved": approved,
+        "seconds": round(time.monotonic() - started, 1),
+        "state": state,
+    }
+
+
+@task(name="force-redeployment", **_RETRY)
+def force_redeployment(profile: ClusterProfile, *, prefix: str) -> int:
+    """`oc patch etcd cluster` with `forceRedeploymentReason: <prefix>-<date --rfc-3339=ns>`;
+    returns the latest revision before, which the wait compares with."""
+    with KubeClient(profile.api) as kube:
+        cr = kube.get("Etcd", "cluster")
+        before = int((cr.get("status") or {}).get("latestAvailableRevision") or 0)
+        reason = member_steps.redeploy_reason(prefix, datetime.now(UTC))
+        kube.patch("Etcd", "cluster", {"spec": {"forceRedeploymentReason": reason}})
+    get_run_logger().info("etcd: forceRedeploymentReason %r (revision was %d).", reason, before)
+    return before
+
+
+@task(name="wait-rollout", **_RETRY)
+def wait_rollout(profile: ClusterProfile, *, after: int, timeout: float) -> str:
+    """NodeInstallerProgressing False/AllNodesAtLatestRevision for a revision newer than `after`."""
+
+    def probe() -> tuple[bool, str]:
+        with KubeClient(profile.api) as kube:
+            return member_steps.rollout_done(kube.get("Etcd", "cluster"), after=after)
+
+    return poll("etcd to reach AllNodesAtLatestRevision", probe, timeout=timeout)
+
+
+@task(name="wait-etcd-pods", **_RETRY)
+def wait_etcd_pods(profile: ClusterProfile, *, count: int, timeout: float) -> int:
+    """4.2.4.1 verification: wait up to `timeout` for `count` running, ready etcd pods; returns how
+    many there are at the end (fewer is not an error: the caller forces a redeployment)."""
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with KubeClient(profile.api) as kube:
+                pods = kube.list_objects("Pod", namespace=ETCD_NAMESPACE, labels="app=etcd")
+            seen = len(_healthy_pods(pods, avoid=None))
+        except errors.TransientError:
+            pass
+        if seen >= count or time.monotonic() > deadline:
+            return seen
+        time.sleep(2)
+
+
+@task(name="verify-members", **_RETRY)
+def verify_members(profile: ClusterProfile, *, timeout: float) -> list[str]:
+    """Verification: one started member per control-plane node (`etcdctl member list`) and every
+    endpoint healthy (`etcdctl endpoint health --cluster`). More members than control-plane nodes
+    stops the flow at once, naming them: etcdguard never guesses which to remove."""
+    lines: list[str] = []
+
+    def probe() -> tuple[bool, str]:
+        view = observe(profile)
+        if view.members is None:
+            return False, "no healthy etcd pod answered"
+        check = member_steps.check_members(view.members, view.health, control_plane=view.control_plane)
+        if check.extra:
+            raise errors.PermanentError(
+                f"The etcd member list does not match the control-plane nodes: {check.message}. Remove the members "
+                "that are not needed by hand, carefully (guide 4.2.4.1, last step); etcdguard does not guess."
+            )
+        if check.done:
+            lines[:] = [f"member {m.describe()}" for m in view.members] + [
+                f"endpoint {url}: {'healthy' if ok else 'UNHEALTHY'}"
+                for url, ok in sorted(view.health.items())
+            ]
+        return check.done, check.message
+
+    poll("three started, healthy etcd members", probe, timeout=timeout)
+    return lines
