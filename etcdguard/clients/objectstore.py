@@ -96,7 +96,7 @@ class ObjectStore:
         kwargs["config"] = botocore.config.Config(
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=10,
-            read_timeout=60,
+            read_timeout=300,  # CompleteMultipartUpload of a multi-GiB object can take minutes
             max_pool_connections=max(10, settings.parallel_parts * 2),
         )
         self.settings = settings
@@ -234,15 +234,21 @@ class ObjectStore:
                     Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}
                 )
             etag = str(reply["ETag"]).strip('"')
-            if etag != expected:
+            # With SSE-KMS the ETag is not an MD5 of the data (AWS documents this); each part's
+            # Content-MD5 was still checked by S3 on upload.
+            if etag != expected and not kms_key_id:
                 self.delete_keys(bucket, [key])
                 raise errors.IntegrityError(
                     f"{where}: S3 reports ETag {etag} but the parts sent give {expected}; the stored "
                     "object does not match what was read from the host and was deleted."
                 )
-        except BaseException:
-            with self._translate(f"{where} (aborting)"):
-                self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except BaseException as failure:
+            # Abort so no dangling upload is left; an abort that fails must not hide the failure.
+            try:
+                with self._translate(f"{where} (aborting)"):
+                    self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except errors.EtcdguardError as abort_error:
+                failure.add_note(f"Aborting the multipart upload {upload_id} failed too: {abort_error}")
             raise
         return UploadResult(size=size, etag=etag, parts=len(completed))
 
