@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import boto3
+import botocore.config
 import fabric
 import paramiko
 
@@ -64,6 +65,35 @@ def _vm_rss_kib() -> int:
     return 0
 
 
+# moto needs more than botocore's 60 s to answer CompleteMultipartUpload for a ~1 GiB object on a
+# loaded 2-core machine (AWS keeps the connection alive with whitespace while it assembles the
+# parts); the client then retries, and moto answers 500 to the second attempt. Every S3 client of
+# the benchmark (etcdguard's, boto3's upload_file) gets the same longer read timeout, nothing else.
+_READ_TIMEOUT = 900
+
+
+def _store(prof: profile.ClusterProfile) -> ObjectStore:
+    """`ObjectStore(prof.storage)`, its boto3 client rebuilt with `_READ_TIMEOUT` (same settings otherwise)."""
+    store = ObjectStore(prof.storage)
+    config = store._s3.meta.config.merge(botocore.config.Config(read_timeout=_READ_TIMEOUT))
+    store._s3.close()
+    store._s3 = _client(prof, config=config)
+    return store
+
+
+def _client(prof: profile.ClusterProfile, *, config: botocore.config.Config | None = None) -> Any:
+    storage = prof.storage
+    creds = read_credentials_file(storage.credentials_file) if storage.credentials_file else {}
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=storage.endpoint_url,
+        region_name=storage.region,
+        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+        config=config or botocore.config.Config(read_timeout=_READ_TIMEOUT),
+    )
+
+
 def _cipher(transport: Any) -> str:
     """The negotiated cipher (and MAC, unless the cipher is an AEAD one that needs none)."""
     cipher = str(transport.remote_cipher)
@@ -86,7 +116,7 @@ def _etcdguard(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[
 
     with (
         HostSession(prof.ssh, address=cfg["address"], node=cfg["node"]) as host,
-        ObjectStore(prof.storage) as store,
+        _store(prof) as store,
     ):
 
         def stored_chunks() -> Iterator[bytes]:
@@ -162,17 +192,9 @@ def _naive(cfg: StageInput, prof: profile.ClusterProfile, key: str, *, copier: s
         )
     steps["copy_s"] = time.monotonic() - started
     mark = time.monotonic()
-    storage = prof.storage
-    creds = read_credentials_file(storage.credentials_file) if storage.credentials_file else {}
-    s3 = boto3.session.Session().client(
-        "s3",
-        endpoint_url=storage.endpoint_url,
-        region_name=storage.region,
-        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
-    )
+    s3 = _client(prof)
     try:
-        s3.upload_file(str(local), storage.snapshots.bucket, key)
+        s3.upload_file(str(local), prof.storage.snapshots.bucket, key)
     finally:
         s3.close()
     steps["upload_s"] = time.monotonic() - mark
@@ -212,7 +234,7 @@ def _s3_only(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[st
         if rest:
             yield block[:rest]
 
-    with ObjectStore(prof.storage) as store:
+    with _store(prof) as store:
         upload = store.upload_parts(
             prof.storage.snapshots.bucket, key, generated(), parallel=prof.storage.parallel_parts
         )
@@ -239,7 +261,7 @@ def run_stage(cfg: StageInput) -> StageOutput:
     cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if cfg["stage"] != "ssh-only":  # free moto's memory for the next stage
-        with ObjectStore(prof.storage) as store:
+        with _store(prof) as store:
             store.delete_keys(prof.storage.snapshots.bucket, [key])
     return StageOutput(
         stage=cfg["stage"],
