@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -148,3 +149,63 @@ class Timings:
         width = max((len(w) for w, _ in self.items), default=0)
         body = "\n".join(f"  {w.ljust(width)}  {s:6.1f} s" for w, s in self.items)
         return f"{self.title}\n{body}"
+
+
+# ---- 4.1 and 4.3.2.2 (backup, restore) ---------------------------------------------------------------
+# 4.3.2.2 steps 13-15. The 4.8 Japanese guide misquotes the kubeapiserver, kubecontrollermanager and
+# kubescheduler patches (`"recovery-"$( date --rfc-3339=ns )"' }'` leaves the JSON unterminated) and
+# puts a blank in `[? (@.type==...` and `{ "\n"}`: every resource gets the etcd form as written
+# in 4.2.4 (and in the English guide).
+FORCE_REDEPLOYMENT = (
+    """kubectl patch {resource} cluster -p='{{"spec": {{"forceRedeploymentReason": """
+    """"recovery-'"$( date --rfc-3339=ns )"'"}}}}' --type=merge"""
+)
+NODE_INSTALLER_PROGRESSING = (
+    "kubectl get {resource} -o=jsonpath='{{range .items[0].status.conditions"
+    '[?(@.type=="NodeInstallerProgressing")]}}{{.reason}}{{"\\n"}}{{.message}}{{"\\n"}}\''
+)
+
+
+def ssh_long(
+    spec: layout.SimSpec, node: str, command: str, *, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`ssh` for a command that may take longer than a minute (e.g. cluster-restore.sh)."""
+    argv = ["ssh", "-F", str(spec.state_dir / "ssh_config"), node, command]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def scp(spec: layout.SimSpec, *args: str) -> subprocess.CompletedProcess[str]:
+    """`scp -F DIR/ssh_config ARGS...` from the admin's machine (hosts named by node name)."""
+    argv = ["scp", "-F", str(spec.state_dir / "ssh_config"), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def node_installer(spec: layout.SimSpec, resource: str) -> list[str]:
+    """4.3.2.2 steps 14-15: the reason and message of `<resource>`'s NodeInstallerProgressing."""
+    return lines(run(spec, NODE_INSTALLER_PROGRESSING.format(resource=resource)).stdout)
+
+
+def approve_pending(spec: layout.SimSpec) -> list[csrcheck.CsrVerdict]:
+    """Step 9: `oc get csr`; `oc describe csr` of each pending one, reviewed with the validator;
+    `oc adm certificate approve` of the valid ones. Nothing while the API does not answer."""
+    listed = run(spec, "kubectl get csr")
+    if listed.returncode != 0:
+        return []
+    pending = [r[0] for r in rows(listed.stdout) if r[-1] == "Pending"]
+    for name in pending:
+        described = run(spec, f"kubectl describe csr {name}")
+        assert described.returncode != 0 or re.search(r"^Status:\s+Pending", described.stdout, re.MULTILINE)
+    if not pending:
+        return []
+    try:
+        return approve_valid(spec)
+    except AssertionError:  # the API went away between the calls: the next round approves them
+        return []
+
+
+def member_rows(spec: layout.SimSpec, pod: str) -> list[list[str]]:
+    """`etcdctl member list -w table` in the pod: ID, STATUS, NAME, PEER ADDRS, CLIENT ADDRS, LEARNER."""
+    members = rsh(spec, pod, "etcdctl member list -w table")
+    assert members.returncode == 0, members.stderr
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in members.stdout.splitlines()]
+    return [c for c in cells if len(c) == 6 and re.fullmatch("[0-9a-f]+", c[0])]
