@@ -161,8 +161,9 @@ def cluster_zstream(
 
 
 def choose_recovery_host(probes: Sequence[HostProbe], *, named: str | None) -> HostProbe:
-    """The recovery host: `named` (which must be reachable and hold etcd data), else the first
-    reachable host by name with its etcd data, one whose etcd runs first."""
+    """The recovery host: `named` (which must be reachable and hold etcd data, or the journal of a
+    restore in progress), else the host where a restore is in progress, else the first reachable
+    host by name with its etcd data, one whose etcd runs first."""
     if named is not None:
         found = [p for p in probes if named in (p.name, p.address)]
         if not found:
@@ -176,12 +177,15 @@ def choose_recovery_host(probes: Sequence[HostProbe], *, named: str | None) -> H
                 f"Recovery host {chosen.name} does not answer over SSH ({chosen.error}); choose a healthy "
                 "control-plane host."
             )
-        if not chosen.data_dir:
+        if not chosen.data_dir and chosen.journal is None:  # a journal: a restore in progress there
             raise errors.PreflightRefused(
                 f"Recovery host {chosen.name} has no etcd data directory (/var/lib/etcd/member): it is not a "
                 "healthy control-plane host; choose another one."
             )
         return chosen
+    resuming = [p for p in probes if p.reachable and p.journal is not None]
+    if resuming:  # a restore was started there: continue it on the same host
+        return sorted(resuming, key=lambda p: p.name)[0]
     healthy = [p for p in probes if p.reachable and p.data_dir]
     if not healthy:
         raise errors.PreflightRefused(

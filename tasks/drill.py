@@ -111,9 +111,12 @@ def restore_and_check(
         count = etcd.key_count("/")
         missing = etcd.missing(list(CRITICAL_KEYS))
         timings["check"] = time.monotonic() - started
-    if revision != backup.snapshot.revision:
+    # `snapshot status` reports the newest key's revision; the store's revision can be higher
+    # (writes since removed by compaction), never lower.
+    if revision < backup.snapshot.revision:
         raise errors.IntegrityError(
-            f"The restored etcd is at revision {revision}; the manifest says the snapshot is at {backup.snapshot.revision}."
+            f"The restored etcd is at revision {revision}, older than the snapshot's newest key "
+            f"(revision {backup.snapshot.revision} in the manifest): the restore lost data."
         )
     if not 0 < count <= backup.snapshot.total_key:
         raise errors.IntegrityError(

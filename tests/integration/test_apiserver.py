@@ -87,6 +87,8 @@ def _csr_request() -> str:
 def seeded(api: client.ApiClient) -> None:
     """A tiny cluster: two nodes, the etcd operator, a cluster operator, a cluster version,
     a machine, two CSRs (pending; approved and issued)."""
+    global NOW  # ages are relative to the seeding, not to the (much earlier) collection
+    NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     for ns in ("openshift-machine-api", "openshift-etcd"):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))

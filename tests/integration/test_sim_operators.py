@@ -179,7 +179,7 @@ def test_stopped_member_is_reported_and_recovers(cluster: layout.SimSpec) -> Non
         _wait(
             "the unhealthy member message",
             lambda: _condition(cluster, "etcd", "EtcdMembersAvailable")["message"] == expected,
-            timeout=15,
+            timeout=45,
         )
         degraded = _condition(cluster, "etcd", "EtcdMembersDegraded")
         assert (degraded["status"], degraded["reason"], degraded["message"]) == (
@@ -187,16 +187,27 @@ def test_stopped_member_is_reported_and_recovers(cluster: layout.SimSpec) -> Non
             "UnhealthyMembers",
             expected,
         )
-        pod = kubectl(
-            cluster, "get", "pods", "-n", "openshift-etcd", f"etcd-{node.name}", "--no-headers", check=False
-        )
-        assert pod.returncode != 0 or pod.stdout.split()[1] == "0/5", pod.stdout
+
+        def not_ready() -> bool:  # the mirror pod follows the kubelet's report a pass later
+            pod = kubectl(
+                cluster,
+                "get",
+                "pods",
+                "-n",
+                "openshift-etcd",
+                f"etcd-{node.name}",
+                "--no-headers",
+                check=False,
+            )
+            return pod.returncode != 0 or pod.stdout.split()[1] == "0/5"
+
+        _wait("the mirror pod at 0/5", not_ready, timeout=45)
     finally:
         _in_host(cluster, node, "mv", "/tmp/etcd-pod.yaml", "/etc/kubernetes/manifests/")
     _wait(
         "all members available again",
         lambda: _condition(cluster, "etcd", "EtcdMembersAvailable")["message"] == "3 members are available",
-        timeout=20,
+        timeout=60,
     )
     _wait(
         "the mirror pod back at 5/5",
@@ -277,5 +288,5 @@ def test_removed_member_comes_back_on_forced_redeployment(cluster: layout.SimSpe
     _wait(
         "all members available",
         lambda: _condition(cluster, "etcd", "EtcdMembersAvailable")["message"] == "3 members are available",
-        timeout=20,
+        timeout=60,
     )

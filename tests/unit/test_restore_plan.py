@@ -82,6 +82,14 @@ def test_recovery_host_choice() -> None:
         restore_plan.choose_recovery_host([_probe("m-1", data=False)], named=None)
 
 
+def test_a_restore_in_progress_keeps_its_recovery_host() -> None:
+    # After cluster-restore.sh the recovery host may have no member dir yet (the restore pod is
+    # still restoring); its journal says a restore is in progress there, so a re-run goes on there.
+    probes = [_probe("m-1", data=False, etcd=False, journal='{"done": ["copy-backup"]}'), _probe("m-2")]
+    assert restore_plan.choose_recovery_host(probes, named=None).name == "m-1"
+    assert restore_plan.choose_recovery_host(probes, named="m-1").name == "m-1"
+
+
 def test_lost_hosts() -> None:
     probes = [_probe("m-1"), _probe("m-2", reachable=False, error="timed out")]
     assert [p.name for p in restore_plan.lost_hosts(probes, ready_nodes=None)] == ["m-2"]
