@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from etcdguard import errors, versions
+from etcdguard import errors, member_steps, versions
 
 __all__ = [
     "HostProbe",
@@ -219,17 +219,8 @@ def lost_hosts(probes: Sequence[HostProbe], *, ready_nodes: set[str] | None) -> 
 
 
 def next_machine_name(old: str, existing: Sequence[str]) -> str:
-    """The old name with its last number replaced by the next number not used by any of `existing`
-    (`...-master-0` -> `...-master-3` when 0-2 exist)."""
-    match = _MACHINE_INDEX.match(old)
-    if match is None:
-        raise errors.PreflightRefused(
-            f"Machine {old!r} does not end in a number, so no replacement name can be derived (the guide "
-            "keeps the base name and takes the next free number); re-create it by hand."
-        )
-    base = match["base"]
-    used = {int(m["index"]) for name in existing if (m := _MACHINE_INDEX.match(name)) and m["base"] == base}
-    return f"{base}{max(used | {int(match['index'])}) + 1}"
+    """The old name with its last number replaced by the next free one (as replace-etcd-member does)."""
+    return member_steps.next_machine_name(old, existing)
 
 
 def clean_machine(machine: Obj, *, new_name: str, backup_id: str) -> dict[str, Any]:
@@ -255,28 +246,12 @@ def clean_machine(machine: Obj, *, new_name: str, backup_id: str) -> dict[str, A
 
 def redeploy_reason(now: datetime) -> str:
     """`recovery-` and the time as `date --rfc-3339=ns` prints it (unique, as the guide requires)."""
-    base = now.strftime("%Y-%m-%d %H:%M:%S")
-    offset = now.strftime("%z")
-    return f"recovery-{base}.{now.microsecond * 1000:09d}{offset[:3]}:{offset[3:]}"
+    return member_steps.redeploy_reason("recovery", now)
 
 
 def rollout_done(cr: Obj, *, after: int) -> tuple[bool, str]:
     """Whether the CR rolled out a revision newer than `after` to every node; and what it says."""
-    status = cr.get("status") or {}
-    latest = int(status.get("latestAvailableRevision") or 0)
-    condition = next(
-        (c for c in status.get("conditions") or [] if c.get("type") == "NodeInstallerProgressing"), None
-    )
-    message = str((condition or {}).get("message") or "no NodeInstallerProgressing condition yet")
-    statuses = status.get("nodeStatuses") or []
-    done = (
-        latest > after
-        and condition is not None
-        and condition.get("reason") == "AllNodesAtLatestRevision"
-        and bool(statuses)
-        and all(int(s.get("currentRevision") or 0) == latest for s in statuses)
-    )
-    return done, f"latest revision {latest}: {message}"
+    return member_steps.rollout_done(cr, after=after)
 
 
 def approval_summary(

@@ -22,7 +22,7 @@ from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.profile import ClusterProfile
-from tasks import certs
+from tasks import _wait, certs
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [
@@ -51,28 +51,14 @@ _RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_c
 
 
 def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, first: float = 1.0) -> str:
-    """Call `probe` with backoff (x1.5, at most 5 s) until it says done; on timeout raise
-    `PermanentError` naming what is still not done. TransientErrors count as not done."""
-    logger = get_run_logger()
-    deadline = time.monotonic() + timeout
-    delay, last, logged = first, "nothing observed yet", time.monotonic()
-    while True:
-        try:
-            done, last = probe()
-        except errors.TransientError as exc:
-            done, last = False, f"not answering ({exc})"
-        if done:
-            return last
-        if time.monotonic() > deadline:
-            raise errors.PermanentError(
-                f"Timed out after {timeout:.0f} s waiting for {what}; still not done: {last}. Check the cluster, "
-                "then run replace-etcd-member again with member=<node>: it skips the steps already done."
-            )
-        if time.monotonic() - logged > 15:
-            logged = time.monotonic()
-            logger.info("Waiting for %s: %s", what, last)
-        time.sleep(delay)
-        delay = min(delay * 1.5, 5.0)
+    """`tasks._wait.poll` with this flow's re-run advice."""
+    return _wait.poll(
+        what,
+        probe,
+        timeout=timeout,
+        first=first,
+        rerun_hint="run replace-etcd-member again with member=<node>: it skips the steps already done.",
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

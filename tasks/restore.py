@@ -24,6 +24,7 @@ from etcdguard import catalogue, errors, restore_plan
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.profile import ClusterProfile
+from tasks import _wait
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [
@@ -50,28 +51,14 @@ _RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_c
 
 
 def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, first: float = 1.0) -> str:
-    """Call `probe` with backoff (first, x1.5, at most 5 s) until it says done; on timeout raise
-    `PermanentError` saying what is still not done. TransientErrors from `probe` count as not done."""
-    logger = get_run_logger()
-    deadline = time.monotonic() + timeout
-    delay, last, logged = first, "nothing observed yet", 0.0
-    while True:
-        try:
-            done, last = probe()
-        except errors.TransientError as exc:
-            done, last = False, f"not answering ({exc})"
-        if done:
-            return last
-        if time.monotonic() > deadline:
-            raise errors.PermanentError(
-                f"Timed out after {timeout:.0f} s waiting for {what}; still not done: {last}. Check the cluster, "
-                "then run restore-cluster again: it continues where it stopped."
-            )
-        if time.monotonic() - logged > 15:
-            logged = time.monotonic()
-            logger.info("Waiting for %s: %s", what, last)
-        time.sleep(delay)
-        delay = min(delay * 1.5, 5.0)
+    """`tasks._wait.poll` with this flow's re-run advice."""
+    return _wait.poll(
+        what,
+        probe,
+        timeout=timeout,
+        first=first,
+        rerun_hint="run restore-cluster again: it continues where it stopped.",
+    )
 
 
 def _session(profile: ClusterProfile, node: str, address: str) -> HostSession:

@@ -20,7 +20,7 @@ import botocore.config
 import botocore.exceptions
 
 from etcdguard import errors
-from etcdguard.clients.objectstore import read_credentials_file
+from etcdguard.clients.objectstore import aws_credentials
 from etcdguard.profile import CloudSettings
 
 __all__ = ["Cloud", "Instance"]
@@ -52,17 +52,7 @@ class Cloud:
         if settings.endpoint_url:
             kwargs["endpoint_url"] = settings.endpoint_url
         if settings.credentials_file is not None:
-            creds = read_credentials_file(settings.credentials_file)
-            missing = [n for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not creds.get(n)]
-            if missing:
-                raise errors.ConfigError(
-                    f"cloud.credentials_file {settings.credentials_file} lacks {', '.join(missing)}; add "
-                    "them as KEY=VALUE lines, or remove credentials_file to use the default AWS chain."
-                )
-            kwargs["aws_access_key_id"] = creds["AWS_ACCESS_KEY_ID"]
-            kwargs["aws_secret_access_key"] = creds["AWS_SECRET_ACCESS_KEY"]
-            if creds.get("AWS_SESSION_TOKEN"):
-                kwargs["aws_session_token"] = creds["AWS_SESSION_TOKEN"]
+            kwargs.update(aws_credentials(settings.credentials_file, field="cloud.credentials_file"))
         kwargs["config"] = botocore.config.Config(
             retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60
         )

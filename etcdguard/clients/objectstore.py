@@ -33,6 +33,7 @@ __all__ = [
     "ObjectStore",
     "UploadResult",
     "abort_upload",
+    "aws_credentials",
     "delete_versions",
     "list_versions",
     "locked_until",
@@ -74,6 +75,25 @@ def read_credentials_file(path: Path) -> dict[str, str]:
     return values
 
 
+def aws_credentials(path: Path, *, field: str) -> dict[str, str]:
+    """boto3 client keyword arguments from a credentials file; `ConfigError` naming `field` when
+    the keys are missing."""
+    creds = read_credentials_file(path)
+    missing = [n for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not creds.get(n)]
+    if missing:
+        raise errors.ConfigError(
+            f"{field} {path} lacks {', '.join(missing)}; add them as KEY=VALUE lines, or remove "
+            f"{field.rsplit('.', 1)[-1]} to use the default AWS chain."
+        )
+    kwargs = {
+        "aws_access_key_id": creds["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": creds["AWS_SECRET_ACCESS_KEY"],
+    }
+    if creds.get("AWS_SESSION_TOKEN"):
+        kwargs["aws_session_token"] = creds["AWS_SESSION_TOKEN"]
+    return kwargs
+
+
 class ObjectStore:
     """Thread-safe: one boto3 client, used from the upload threads."""
 
@@ -82,17 +102,7 @@ class ObjectStore:
         if settings.endpoint_url:
             kwargs["endpoint_url"] = settings.endpoint_url
         if settings.credentials_file is not None:
-            creds = read_credentials_file(settings.credentials_file)
-            missing = [n for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not creds.get(n)]
-            if missing:
-                raise errors.ConfigError(
-                    f"storage.credentials_file {settings.credentials_file} lacks {', '.join(missing)}; add "
-                    "them as KEY=VALUE lines, or remove credentials_file to use the default AWS chain."
-                )
-            kwargs["aws_access_key_id"] = creds["AWS_ACCESS_KEY_ID"]
-            kwargs["aws_secret_access_key"] = creds["AWS_SECRET_ACCESS_KEY"]
-            if creds.get("AWS_SESSION_TOKEN"):
-                kwargs["aws_session_token"] = creds["AWS_SESSION_TOKEN"]
+            kwargs.update(aws_credentials(settings.credentials_file, field="storage.credentials_file"))
         kwargs["config"] = botocore.config.Config(
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=10,
