@@ -211,7 +211,8 @@ def test_restart_with_a_lost_master_fails_naming_it_and_the_backup(cluster: layo
         f"machine {lost.machine} (master, node {lost.node}, instance {lost.instance_id}) is terminated"
         in message
     )
-    assert f"node {lost.node} is not Ready" in message
+    # (Whether the lost node is also listed as not Ready depends on timing: the machine API may
+    # already have deleted its Node object. The machine line above names the node either way.)
     assert "ClusterOperator etcd is Degraded" in message
     assert f"restore-cluster flow (guide 4.3.2) from backup {down.backup_id}" in message
     assert restart_took < 240  # it stops waiting once everything that can come back is back
