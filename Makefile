@@ -6,15 +6,22 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 UV_VERSION  := 0.13.8
 APT_PKGS    := etcd-server etcd-client openssh-server sudo zstd jq ca-certificates procps iproute2 util-linux
+# The browser test drives Debian's Chromium with Playwright (no browser download).
+TEST_APT_PKGS := chromium fonts-liberation
 STATE_DIR   ?= $(CURDIR)/.state/demo
+UI_STATE_DIR ?= $(CURDIR)/.state/ui
 UV          := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 
-.PHONY: help deps apt venv lint typecheck imports test test-fast demo sim-up sim-down clean bench
+.PHONY: help deps apt apt-test venv lint typecheck imports test test-fast demo ui sim-up sim-down clean bench
 
 help:
 	@echo "make demo   - set up, start the simulated cluster and S3, run the nightly backup job end to end"
 	@echo "make test   - set up, lint, type-check, check the layers, run every test"
+	@echo "make ui     - the Prefect UI over a simulated cluster, every deployment served (Ctrl-C stops)"
 	@echo "make sim-up / sim-down - start/stop the simulated cluster in $(STATE_DIR)"
+
+apt-test: APT_PKGS += $(TEST_APT_PKGS)
+apt-test: apt
 
 apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -45,7 +52,7 @@ typecheck: venv
 imports: venv
 	$(VENV)/bin/lint-imports
 
-test: deps lint typecheck imports
+test: apt-test deps lint typecheck imports
 	$(VENV)/bin/pytest
 
 test-fast: venv
@@ -53,6 +60,9 @@ test-fast: venv
 
 demo: deps
 	$(PY) -m etcdguard_sim.demo --state-dir $(STATE_DIR) $(if $(KEEP),--keep)
+
+ui: deps
+	$(PY) -m etcdguard_sim.ui --state-dir $(UI_STATE_DIR)
 
 sim-up: deps
 	$(VENV)/bin/etcdguard-sim up --state-dir $(STATE_DIR)

@@ -45,9 +45,9 @@ def request_approval(
     create_markdown_artifact(
         summary_markdown, key=f"approval-{cluster}", description=f"{action}: what will change"
     )
-    form = Approval.with_initial_data(
-        description=summary_markdown, confirm_cluster="", reason="", approved_by=""
-    )
+    # Only the description: initial values would make the UI mark every field optional and drop
+    # the fields' descriptions.
+    form = Approval.with_initial_data(description=summary_markdown)
     logger.warning("Waiting up to %d s for an operator to approve %s on %s.", timeout_s, action, cluster)
     try:
         answer = pause_flow_run(

@@ -203,11 +203,12 @@ def etcd_backup(cluster: str, force: bool = False, prune: bool = False) -> Backu
     """Back up one cluster's etcd (guide 4.1): one snapshot from one healthy control-plane node,
     stored in S3 with its static pod resources, verified, catalogued.
 
-    cluster: the profile name (`profiles/<cluster>.yaml`).
-    force: run outside the off-peak window, on a cluster younger than 24 h, or while operators are
-        Progressing (cluster-backup.sh --force: a possibly dirty backup).
-    prune: after the backup is stored and verified (never before), apply the cluster's retention
-        policy (etcd-retention, not a dry run).
+    Args:
+        cluster: the profile name (`profiles/<cluster>.yaml`).
+        force: run outside the off-peak window, on a cluster younger than 24 h, or while operators are
+            Progressing (cluster-backup.sh --force: a possibly dirty backup).
+        prune: after the backup is stored and verified (never before), apply the cluster's retention
+            policy (etcd-retention, not a dry run).
     """
     logger = get_run_logger()
     cluster_profile = profile.load_profile(cluster)  # ConfigError before any side effect

@@ -99,9 +99,10 @@ def _report(cluster: str, outcome: CertsOutcome, ledger: CsrLedger) -> str:
 def recover_expired_certs(cluster: str, timeout_s: int = 900, poll_s: float = 3.0) -> CertsOutcome:
     """Approve the kubelets' valid pending CSRs until every node is Ready (guide 4.3.3).
 
-    cluster: the profile name.
-    timeout_s: give up (and fail, naming the nodes not Ready and the CSRs left pending) after this.
-    poll_s: seconds between rounds.
+    Args:
+        cluster: the profile name.
+        timeout_s: give up (and fail, naming the nodes not Ready and the CSRs left pending) after this.
+        poll_s: seconds between rounds.
     """
     logger = get_run_logger()
     cluster_profile = profile.load_profile(cluster)

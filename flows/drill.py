@@ -37,8 +37,9 @@ class DrillOutcome(pydantic.BaseModel):
 def restore_drill(cluster: str, backup: str | None = None) -> DrillOutcome:
     """Restore a backup of `cluster` into a throwaway etcd and check it.
 
-    cluster: the profile name.
-    backup: a backup id `<cluster>/<ocp-version>/<yyyy-mm-ddTHHMMSSZ>`; the newest backup when empty.
+    Args:
+        cluster: the profile name.
+        backup: a backup id `<cluster>/<ocp-version>/<yyyy-mm-ddTHHMMSSZ>`; the newest backup when empty.
     """
     logger = get_run_logger()
     cluster_profile = profile.load_profile(cluster)

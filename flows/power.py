@@ -117,12 +117,13 @@ def graceful_shutdown(
 ) -> ShutdownOutcome:
     """Shut the cluster down so that it can be restarted later (guide chapter 2).
 
-    cluster: the profile name.
-    backup_max_age_h: reuse a verified backup younger than this; otherwise take one now.
-    force: shut down even when the kubelet signer expires sooner than shutdown.min_cert_margin_days.
-    method: `shutdown` runs `sudo shutdown -h 1` on every node over SSH (the guide's way; a node SSH
-        cannot reach is stopped through EC2); `ec2` stops the instances through the EC2 API.
-    approval_timeout_s: how long the run waits for an operator's approval.
+    Args:
+        cluster: the profile name.
+        backup_max_age_h: reuse a verified backup younger than this; otherwise take one now.
+        force: shut down even when the kubelet signer expires sooner than shutdown.min_cert_margin_days.
+        method: `shutdown` runs `sudo shutdown -h 1` on every node over SSH (the guide's way; a node SSH
+            cannot reach is stopped through EC2); `ec2` stops the instances through the EC2 API.
+        approval_timeout_s: how long the run waits for an operator's approval.
     """
     logger = get_run_logger()
     cluster_profile = profile.load_profile(cluster)
@@ -279,10 +280,11 @@ def _gone_problems(records: tuple[lifecycle.MachineRecord, ...], states: dict[st
 def graceful_restart(cluster: str, timeout_s: int = 1200, poll_s: float = 5.0) -> RestartOutcome:
     """Start a cluster that graceful-shutdown stopped and check that it is healthy (guide chapter 3).
 
-    cluster: the profile name.
-    timeout_s: how long the cluster has to come back (the guide waits about 10 minutes before even
-        looking); after it, the run fails naming what is wrong and the backup to restore.
-    poll_s: seconds between checks.
+    Args:
+        cluster: the profile name.
+        timeout_s: how long the cluster has to come back (the guide waits about 10 minutes before even
+            looking); after it, the run fails naming what is wrong and the backup to restore.
+        poll_s: seconds between checks.
     """
     logger = get_run_logger()
     cluster_profile = profile.load_profile(cluster)

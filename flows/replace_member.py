@@ -363,13 +363,14 @@ def replace_etcd_member(
 ) -> ReplaceOutcome:
     """Replace ONE unhealthy etcd member (guide 4.2), after a diagnosis, a backup and an approval.
 
-    cluster: the profile name (`profiles/<cluster>.yaml`).
-    member: the node name of the member to replace; default: the one `EtcdMembersAvailable` calls
-        unhealthy. Name it to resume an interrupted run (steps already done are skipped).
-    wait_for_machine_s: when the member's machine is stopped, first wait this long for it to come
-        back (the guide: a machine expected back needs no replacement); 0 replaces at once.
-    backup_max_age_h: the newest backup must be younger than this, else one is taken first.
-    approval_timeout_s: how long the approval form waits for an operator.
+    Args:
+        cluster: the profile name (`profiles/<cluster>.yaml`).
+        member: the node name of the member to replace; default: the one `EtcdMembersAvailable` calls
+            unhealthy. Name it to resume an interrupted run (steps already done are skipped).
+        wait_for_machine_s: when the member's machine is stopped, first wait this long for it to come
+            back (the guide: a machine expected back needs no replacement); 0 replaces at once.
+        backup_max_age_h: the newest backup must be younger than this, else one is taken first.
+        approval_timeout_s: how long the approval form waits for an operator.
     """
     cluster_profile = profile.load_profile(cluster)  # ConfigError before any side effect
     journal = _Journal()

@@ -350,11 +350,12 @@ def restore_cluster(
 ) -> RestoreOutcome:
     """Restore a cluster to the state of an etcd backup (guide 4.3.2): destructive, last resort.
 
-    cluster: the profile name.
-    backup: a backup id `<cluster>/<ocp-version>/<yyyy-mm-ddTHHMMSSZ>`; empty: the newest verified
-        backup of the cluster's current z-stream.
-    recovery_host: the control-plane node (name or address) to restore on; empty: the first healthy one.
-    approval_timeout_s: how long to wait for an operator's approval before giving up (nothing changes).
+    Args:
+        cluster: the profile name.
+        backup: a backup id `<cluster>/<ocp-version>/<yyyy-mm-ddTHHMMSSZ>`; empty: the newest verified
+            backup of the cluster's current z-stream.
+        recovery_host: the control-plane node (name or address) to restore on; empty: the first healthy one.
+        approval_timeout_s: how long to wait for an operator's approval before giving up (nothing changes).
     """
     logger = get_run_logger()
     cluster_profile = profile.load_profile(cluster)

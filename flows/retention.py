@@ -122,9 +122,10 @@ def _rows(plan: retention.RetentionPlan) -> list[dict[str, Any]]:
 def etcd_retention(cluster: str, policy: str | None = None, dry_run: bool = True) -> RetentionOutcome:
     """Prune `cluster`'s backups by a retention policy.
 
-    cluster: the profile name.
-    policy: a policy name (`profiles/retention/<name>.yaml`); the profile's `retention` when empty.
-    dry_run: only report the plan (the default); untick to delete.
+    Args:
+        cluster: the profile name.
+        policy: a policy name (`profiles/retention/<name>.yaml`); the profile's `retention` when empty.
+        dry_run: only report the plan (the default); untick to delete.
     """
     logger = get_run_logger()
     cluster_profile = profile.load_profile(cluster)

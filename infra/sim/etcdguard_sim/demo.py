@@ -14,51 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from etcdguard_sim import cli, control, profiles
+from etcdguard_sim import cli, control, prefectserver, profiles
 
 __all__ = ["main"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_prefect(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    log = open(state_dir / "logs" / "prefect-server.log", "ab")  # noqa: SIM115 - lives with the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=os.environ.copy(),
-    )
-    log.close()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"prefect server exited with {proc.returncode}; see {state_dir}/logs/prefect-server.log"
-            )
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as reply:
-                if reply.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError(f"prefect server did not answer at {url} within 120 s")
 
 
 def _prove(cluster: str) -> int:
@@ -115,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         DO_NOT_TRACK="1",
     )
-    server, url = _start_prefect(state_dir)
+    server, url = prefectserver.start(state_dir)
     os.environ["PREFECT_API_URL"] = url
     code = 1
     try:
@@ -139,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"Stop with: kill {server.pid}; make sim-down"
             )
         else:
-            server.terminate()
-            server.wait(timeout=30)
+            prefectserver.stop(server)
             control.down(state_dir)
             print("\nStopped the Prefect server and the simulated cluster (run with KEEP=1 to keep them).")
     return code
