@@ -1,8 +1,11 @@
 """S3 (or an S3-compatible store), as etcdguard needs it: one small facade over `boto3`.
 
-`upload_parts` streams a multipart upload with several parts in flight and bounded memory,
-checks the ETag S3 computes against the MD5s of the parts sent, and aborts the upload on any
-failure, so no half-written object or dangling multipart upload is left behind.
+`upload_parts` streams a multipart upload with several parts in flight and bounded memory. Each
+part carries the CRC32 computed here (S3 refuses a part whose bytes do not match it: BadDigest);
+the stored object's checksum and size are then checked against the parts sent. Any failure aborts
+the upload, so no half-written object or dangling multipart upload is left behind. (CRC32 rather
+than Content-MD5 and the ETag: it costs a third of MD5's CPU, and, unlike the ETag, it still
+proves the bytes under SSE-KMS.)
 
 Errors: throttling, 5xx, timeouts and refused connections -> `TransientError`; a missing key or
 bucket -> `NotFoundError`; anything else S3 refuses -> `PermanentError`.
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import threading
 import urllib.parse
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -157,6 +162,24 @@ class ObjectStore:
             extra["Tagging"] = urllib.parse.urlencode(dict(tags))
         return extra
 
+    def _check_stored(self, bucket: str, key: str, *, size: int, checksum: str, parts: int) -> None:
+        """The object S3 assembled has the size sent and, where S3 reports one, the CRC32 of CRC32s
+        of the parts sent (AWS writes it `<base64>-<parts>`); otherwise it is deleted."""
+        with self._translate(f"Checking s3://{bucket}/{key}"):
+            head = self._s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        stored = head.get("ChecksumCRC32")
+        problem = None
+        if int(head["ContentLength"]) != size:
+            problem = f"S3 stored {head['ContentLength']} bytes but {size} were sent"
+        elif stored is not None and str(stored).split("-", 1)[0] != checksum:
+            problem = f"S3 reports the checksum {stored} but the {parts} parts sent give {checksum}-{parts}"
+        if problem is not None:
+            self.delete_keys(bucket, [key])
+            raise errors.IntegrityError(
+                f"Uploading s3://{bucket}/{key}: {problem}; the stored object does not match what was read "
+                "from the host and was deleted."
+            )
+
     def put_bytes(
         self,
         bucket: str,
@@ -199,29 +222,36 @@ class ObjectStore:
         where = f"Uploading s3://{bucket}/{key}"
         with self._translate(where):
             upload_id = self._s3.create_multipart_upload(
-                Bucket=bucket, Key=key, **self._extra(kms_key_id, tags)
+                Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32", **self._extra(kms_key_id, tags)
             )["UploadId"]
         slots = threading.BoundedSemaphore(parallel)
-        md5s: dict[int, bytes] = {}
+        crcs: dict[int, bytes] = {}
         futures: list[Future[dict[str, Any]]] = []
         size = 0
 
         def send(number: int, body: bytes) -> dict[str, Any]:
             try:
-                digest = hashlib.md5(body, usedforsecurity=False).digest()
+                crc = zlib.crc32(body).to_bytes(4, "big")
+                checksum = base64.b64encode(crc).decode()
                 with self._translate(f"{where} (part {number})"):
                     reply = self._s3.upload_part(
                         Bucket=bucket,
                         Key=key,
                         UploadId=upload_id,
                         PartNumber=number,
-                        Body=body,
-                        ContentMD5=base64.b64encode(digest).decode(),
+                        Body=io.BytesIO(body),
+                        ChecksumAlgorithm="CRC32",
+                        ChecksumCRC32=checksum,
                     )
-                md5s[number] = digest
+                stored = reply.get("ChecksumCRC32")
+                if stored is not None and stored != checksum:
+                    raise errors.IntegrityError(
+                        f"{where}: S3 stored part {number} with CRC32 {stored}, but the part sent has {checksum}."
+                    )
+                crcs[number] = crc
                 if progress is not None:
                     progress(len(body))
-                return {"PartNumber": number, "ETag": reply["ETag"]}
+                return {"PartNumber": number, "ETag": reply["ETag"], "ChecksumCRC32": checksum}
             finally:
                 slots.release()
 
@@ -237,21 +267,15 @@ class ObjectStore:
                     futures.append(pool.submit(send, number, body))
                     del body
                 completed = [f.result() for f in futures]
-            expected = hashlib.md5(b"".join(md5s[n] for n in sorted(md5s)), usedforsecurity=False).hexdigest()
-            expected += f"-{len(completed)}"
             with self._translate(f"{where} (completing)"):
                 reply = self._s3.complete_multipart_upload(
                     Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": completed}
                 )
             etag = str(reply["ETag"]).strip('"')
-            # With SSE-KMS the ETag is not an MD5 of the data (AWS documents this); each part's
-            # Content-MD5 was still checked by S3 on upload.
-            if etag != expected and not kms_key_id:
-                self.delete_keys(bucket, [key])
-                raise errors.IntegrityError(
-                    f"{where}: S3 reports ETag {etag} but the parts sent give {expected}; the stored "
-                    "object does not match what was read from the host and was deleted."
-                )
+            composite = base64.b64encode(
+                zlib.crc32(b"".join(crcs[n] for n in sorted(crcs))).to_bytes(4, "big")
+            )
+            self._check_stored(bucket, key, size=size, checksum=composite.decode(), parts=len(completed))
         except BaseException as failure:
             # Abort so no dangling upload is left; an abort that fails must not hide the failure.
             try:

@@ -4,6 +4,7 @@ and the `etcdguard-sim fault` CLI must drive it (and SSH faults) from a shell.""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -260,3 +262,22 @@ def test_cli_drives_ssh_faults(sim: layout.SimSpec) -> None:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=10)
+
+
+def test_a_part_whose_crc32_does_not_match_is_refused_as_s3_does(s3: Any, bucket: str) -> None:
+    body = bytes(range(256)) * (5 * _MiB // 256)
+    crc = zlib.crc32(body)
+    good = base64.b64encode(crc.to_bytes(4, "big")).decode()
+    bad = base64.b64encode((crc ^ 1).to_bytes(4, "big")).decode()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="crc.bin", ChecksumAlgorithm="CRC32")["UploadId"]
+    try:
+        common = {"Bucket": bucket, "Key": "crc.bin", "UploadId": upload, "PartNumber": 1}
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            s3.upload_part(**common, Body=body, ChecksumAlgorithm="CRC32", ChecksumCRC32=bad)
+        assert _code(refused.value) == ("BadDigest", 400)
+        assert "did not match the calculated checksum" in str(refused.value)
+        reply = s3.upload_part(**common, Body=body, ChecksumAlgorithm="CRC32", ChecksumCRC32=good)
+        assert reply["ChecksumCRC32"] == good
+        assert s3.list_parts(Bucket=bucket, Key="crc.bin", UploadId=upload)["Parts"][0]["Size"] == len(body)
+    finally:
+        s3.abort_multipart_upload(Bucket=bucket, Key="crc.bin", UploadId=upload)

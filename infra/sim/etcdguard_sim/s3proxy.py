@@ -3,7 +3,9 @@
 It listens where clients expect S3 (`SimSpec.moto_endpoint`, `{prefix}.200:5000`) and forwards
 every request to moto (`{prefix}.200:5001`) unchanged: method, raw path and query, headers
 (`Host` included) and body bytes, so SigV4 signatures stay valid. Bodies are streamed both ways,
-never buffered whole (parts are 5-512 MiB).
+never buffered whole (parts are 5-512 MiB), except a PUT with an `x-amz-checksum-crc32` header:
+moto ignores that header, real S3 refuses a body that does not match it (400 BadDigest), so the
+proxy reads such a body, checks it, and answers BadDigest as S3 would.
 
 Faults are read for every request from `DIR/run/faults/s3.json` (written by `faults.py`):
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -32,6 +35,7 @@ import signal
 import sys
 import time
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +71,7 @@ _MESSAGES = {
     "SlowDown": "Please reduce your request rate.",
     "InternalError": "We encountered an internal error. Please try again.",
     "ServiceUnavailable": "Service is unable to handle request.",
+    "BadDigest": "The CRC32 you specified did not match the calculated checksum.",
 }
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/,\s]+/(?P<service>[^/,\s]+)/aws4_request")
 
@@ -223,13 +228,25 @@ class _Proxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self.session is not None
+        data: Any = request.content if request.body_exists else None
+        claimed = request.headers.get("x-amz-checksum-crc32")
+        if (
+            request.method == "PUT"
+            and claimed is not None
+            and "aws-chunked" not in request.headers.get("Content-Encoding", "")
+        ):
+            data = await request.read()
+            actual = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+            if actual != claimed:
+                print(f"s3proxy: BadDigest for {request.method} {request.path}", flush=True)
+                return _error_response(request, {"status": 400, "code": "BadDigest"})
         url = yarl.URL(self.upstream + request.raw_path, encoded=True)
         try:
             upstream = await self.session.request(
                 request.method,
                 url,
                 headers=_forwarded_headers(request.headers),
-                data=request.content if request.body_exists else None,
+                data=data,
                 skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
                 allow_redirects=False,
                 compress=None,
