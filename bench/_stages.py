@@ -55,7 +55,15 @@ class StageOutput(TypedDict):
     baseline_rss_kib: int  # after imports, before the work
     peak_rss_kib: int  # ru_maxrss of this process
     cpu_seconds: float  # user + system CPU of this process during the stage
+    machine_cpu_seconds: float  # busy CPU of the whole machine (every process) during the stage
     detail: dict[str, Any]
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the machine has spent busy since boot (`/proc/stat`, all cores, not idle/iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_rss_kib() -> int:
@@ -255,9 +263,11 @@ def run_stage(cfg: StageInput) -> StageOutput:
     key = f"bench/{cfg['stage']}-{time.time_ns()}.db"
     baseline = _vm_rss_kib()
     cpu = time.process_time()
+    machine = _machine_busy_seconds()
     started = time.monotonic()
     detail = STAGES[cfg["stage"]](cfg, prof, key)
     seconds = time.monotonic() - started
+    machine = _machine_busy_seconds() - machine
     cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if cfg["stage"] != "ssh-only":  # free moto's memory for the next stage
@@ -270,6 +280,7 @@ def run_stage(cfg: StageInput) -> StageOutput:
         baseline_rss_kib=baseline,
         peak_rss_kib=peak,
         cpu_seconds=cpu,
+        machine_cpu_seconds=machine,
         detail=detail,
     )
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from etcdguard_sim import control, layout, profiles
+from etcdguard_sim import control, layout, profiles, s3proxy
 
 from bench import _cluster
 from bench._stages import StageInput, StageOutput
@@ -96,7 +96,8 @@ def _report(runs: dict[str, list[StageOutput]], *, snapshot: _cluster.HostSnapsh
             + "; ".join(f"{name} " + " ".join(f"{r['seconds']:.2f}" for r in rs) for name, rs in runs.items())
         )
     print(
-        f"{'stage':<12} {'seconds':>8} {'MiB/s':>8} {'CPU s':>6} {'peak RSS MiB':>13} {'base RSS MiB':>13}  detail"
+        f"{'stage':<12} {'seconds':>8} {'MiB/s':>8} {'CPU s':>6} {'machine CPU s':>13} {'cores busy':>10} "
+        f"{'peak RSS MiB':>13} {'base RSS MiB':>13}  detail"
     )
     for name in _ORDER:
         r = results[name]
@@ -105,6 +106,7 @@ def _report(runs: dict[str, list[StageOutput]], *, snapshot: _cluster.HostSnapsh
         }
         print(
             f"{name:<12} {r['seconds']:>8.2f} {_mibps(r['bytes'], r['seconds']):>8.1f} {r['cpu_seconds']:>6.2f} "
+            f"{r['machine_cpu_seconds']:>13.1f} {r['machine_cpu_seconds'] / r['seconds']:>10.2f} "
             f"{r['peak_rss_kib'] / 1024:>13.1f} {r['baseline_rss_kib'] / 1024:>13.1f}  {detail}"
         )
     hashes = {r["detail"]["sha256"] for n in ("etcdguard", "naive-sftp", "naive-scp") for r in runs[n]}
@@ -134,7 +136,15 @@ def _report(runs: dict[str, list[StageOutput]], *, snapshot: _cluster.HostSnapsh
     )
 
 
-def run(*, size_mib: int, state_dir: Path, repeat: int = 1) -> None:
+def run(
+    *,
+    size_mib: int,
+    state_dir: Path,
+    repeat: int = 1,
+    s3: str = "direct",
+    part_size_mib: int = 8,
+    parallel_parts: int = 4,
+) -> None:
     phases = _Phases()
     results: dict[str, list[StageOutput]] = {}
     spec: layout.SimSpec | None = None
@@ -143,7 +153,13 @@ def run(*, size_mib: int, state_dir: Path, repeat: int = 1) -> None:
         with phases.phase("start the simulated cluster"):
             spec = control.up(state_dir)
             profile_dir = state_dir / "bench-profiles"
-            profiles.write_profile(spec, profile_dir)
+            storage = profiles.profile_data(spec)["storage"]
+            if s3 == "direct":  # moto itself, not the fault-injecting proxy in front of it
+                storage["endpoint_url"] = f"http://{spec.prefix}.200:{s3proxy.UPSTREAM_PORT}"
+            storage.update(part_size_mib=part_size_mib, parallel_parts=parallel_parts)
+            profiles.write_profile(spec, profile_dir, storage=storage)
+            print(f"S3 for every stage: {storage['endpoint_url']} ({s3}); "
+                  f"etcdguard parts: {part_size_mib} MiB x {parallel_parts} in flight", flush=True)  # fmt: skip
         quota = _cluster.backend_quota(spec)
         print(f"etcd member {spec.masters[0].name}: {quota}", flush=True)
         with phases.phase(f"fill etcd to {size_mib} MiB"):
@@ -199,7 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="runs of each stage, round-robin; the fastest counts (default 1)",
     )
+    parser.add_argument(
+        "--s3",
+        default="direct",
+        help="direct: every stage talks to moto itself (default); proxy: through the simulator's "
+        "fault-injecting S3 proxy, a second Python process relaying every byte",
+    )
+    parser.add_argument("--part-size-mib", type=int, default=8, help="etcdguard's part size (default 8)")
+    parser.add_argument(
+        "--parallel-parts", type=int, default=4, help="etcdguard's parts in flight (default 4)"
+    )
     args = parser.parse_args(argv)
+    if args.s3 not in ("direct", "proxy"):
+        parser.error(f"--s3 {args.s3}: use direct or proxy.")
     if args.repeat < 1:
         parser.error(f"--repeat {args.repeat} must be 1 or more.")
     if args.size_mib < 8:
@@ -207,7 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.state_dir is not None
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="etcdguard-bench-")).resolve()
     try:
-        run(size_mib=args.size_mib, state_dir=state_dir, repeat=args.repeat)
+        run(
+            size_mib=args.size_mib,
+            state_dir=state_dir,
+            repeat=args.repeat,
+            s3=args.s3,
+            part_size_mib=args.part_size_mib,
+            parallel_parts=args.parallel_parts,
+        )
     finally:
         if not keep:
             shutil.rmtree(state_dir, ignore_errors=True)
