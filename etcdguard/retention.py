@@ -43,7 +43,8 @@ import dataclasses
 import datetime as dt
 import zoneinfo
 from collections.abc import Iterable
-from typing import Annotated, Literal
+from operator import attrgetter
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -213,9 +214,9 @@ class ClusterContext:
             previous = completed
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Decision:
-    """A candidate and why it is kept or deleted, e.g. ("keep_last 1/5", "daily 2025-03-30 (UTC)")."""
+class Decision(NamedTuple):
+    """A candidate and why it is kept or deleted, e.g. ("keep_last 1/5", "daily 2025-03-30 (UTC)").
+    (A named tuple: a plan of a million backups builds a million of them.)"""
 
     backup: BackupCandidate
     reasons: tuple[str, ...]
@@ -253,9 +254,9 @@ def plan_retention(
     ordered, utcs = _sorted(backups)
     outcome = _retention_rules.decide(ordered, utcs, policy, context=context, now=now.astimezone(dt.UTC))
     return RetentionPlan(
-        keep=tuple(Decision(b, reasons) for b, reasons in outcome.keep),
-        delete=tuple(Decision(b, reasons) for b, reasons in outcome.delete),
-        skipped_locked=tuple(Decision(b, reasons) for b, reasons in outcome.skipped_locked),
+        keep=tuple(map(Decision._make, outcome.keep)),
+        delete=tuple(map(Decision._make, outcome.delete)),
+        skipped_locked=tuple(map(Decision._make, outcome.skipped_locked)),
         floor_violations=outcome.floor_violations,
         bytes_freed=outcome.bytes_freed,
     )
@@ -279,6 +280,8 @@ def _sorted(backups: Iterable[BackupCandidate]) -> tuple[list[BackupCandidate], 
             "plan_retention plans one cluster at a time, but the backups belong to clusters "
             f"{sorted(clusters)}; group them by cluster and call it once per cluster."
         )
-    # timestamp() is exact to the microsecond (and so orders exactly) until the year 2242.
-    candidates.sort(key=lambda b: (-b.created_at.timestamp(), b.backup_id))
+    # Two stable sorts (ties keep the first sort's order): backup_id ascending, then newest first.
+    # Aware datetimes compare as instants, whatever their zones.
+    candidates.sort(key=attrgetter("backup_id"))
+    candidates.sort(key=attrgetter("created_at"), reverse=True)
     return candidates, [b.created_at.astimezone(dt.UTC) for b in candidates]
