@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"Stop with: kill {server.pid}; make sim-down"
             )
         else:
+            # Send the logs and events still queued while the server is there to take them.
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
             prefectserver.stop(server)
             control.down(state_dir)
             print("\nStopped the Prefect server and the simulated cluster (run with KEEP=1 to keep them).")
