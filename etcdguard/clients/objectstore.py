@@ -145,6 +145,12 @@ class ObjectStore:
                     f"{what}: S3 answered {status} ({detail}); retrying may help."
                 ) from exc
             raise errors.PermanentError(f"{what}: S3 refused ({detail}).") from exc
+        except botocore.exceptions.FlexibleChecksumError as exc:
+            raise errors.IntegrityError(
+                f"{what}: the bytes received do not match the checksum S3 keeps for the object "
+                f"({errors.truncate_remote(str(exc), limit=200)}); the object (or the checksum the store "
+                "reports for it) is damaged. Check it with `etcdguard backups verify`."
+            ) from exc
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise errors.TransientError(
                 f"{what}: S3 at {self.endpoint} could not be reached ({type(exc).__name__}: "

@@ -129,7 +129,10 @@ def _forge_other_zstream(spec: layout.SimSpec) -> str:
         for file in manifest["files"]:
             bucket = profiles.SNAPSHOT_BUCKET if file["kind"] == "snapshot" else profiles.STATIC_BUCKET
             new_key = file["key"].replace("/4.8.12/", "/4.8.11/")
-            s3.copy_object(Bucket=bucket, Key=new_key, CopySource={"Bucket": bucket, "Key": file["key"]})
+            # Read and write, not CopyObject: moto copies a multipart object's composite CRC32
+            # without its "-<parts>" suffix, and botocore then checks the copy's bytes against it.
+            body = s3.get_object(Bucket=bucket, Key=file["key"])["Body"].read()
+            s3.put_object(Bucket=bucket, Key=new_key, Body=body)
             file["key"] = new_key
         s3.put_object(
             Bucket=profiles.SNAPSHOT_BUCKET,

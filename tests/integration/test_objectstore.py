@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import botocore.exceptions
 import pytest
 from etcdguard_sim import layout, profiles
 
@@ -54,3 +55,17 @@ def test_a_part_too_small_aborts_the_upload_and_leaves_nothing(store: ObjectStor
         store.upload_parts(bucket, "it/small.bin", iter(parts), parallel=2)
     assert store._s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert "Contents" not in store._s3.list_objects_v2(Bucket=bucket, Prefix="it/small.bin")
+
+
+def test_a_read_that_fails_its_checksum_is_an_integrity_error(store: ObjectStore) -> None:
+    # What botocore raises when the bytes of a GET do not match the checksum the store reports.
+    mismatch = botocore.exceptions.FlexibleChecksumError(
+        error_msg="Expected checksum U3gFjQ== did not match calculated checksum: yXOhQg=="
+    )
+    with (
+        pytest.raises(errors.IntegrityError, match=r"do not match the checksum S3 keeps") as caught,
+        store._translate("Reading s3://b/k"),
+    ):
+        raise mismatch
+    assert "Reading s3://b/k" in str(caught.value)
+    assert not isinstance(caught.value, errors.TransientError)
