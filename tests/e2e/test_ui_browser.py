@@ -139,14 +139,27 @@ def _open_run_form(page: Page, deployment_page: str) -> None:
     expect(page.get_by_role("button", name="Submit")).to_be_visible()
 
 
-def _submit_and_open_run(page: Page, ui_url: str) -> str:
-    """Submit the run form; open the new flow run's page from the deployment's run list."""
+def _flow_runs(api_url: str, deployment_page: str) -> set[str]:
+    """The ids of the deployment's flow runs (`POST /flow_runs/filter`)."""
+    deployment_id = deployment_page.rstrip("/").rsplit("/", 1)[-1]
+    body = {"deployments": {"id": {"any_": [deployment_id]}}}
+    runs = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=30).raise_for_status().json()
+    return {str(run["id"]) for run in runs}
+
+
+def _submit_and_open_run(page: Page, ui: dict[str, Any], deployment: str) -> str:
+    """Submit the run form, then open the run it created on its own page. (The run is found through
+    the API: the deployment page's run list hides Scheduled runs and refreshes on its own time.)"""
+    deployment_page = ui["deployments"][deployment]
+    before = _flow_runs(ui["api_url"], deployment_page)
     page.get_by_role("button", name="Submit").click()
-    link = page.locator("a[href*='/runs/flow-run/']").first
-    expect(link).to_be_visible(timeout=30_000)
-    href = link.get_attribute("href") or ""
-    run_id = href.rsplit("/", 1)[-1]
-    page.goto(f"{ui_url}/runs/flow-run/{run_id}")
+    deadline = time.monotonic() + 60
+    while not (created := _flow_runs(ui["api_url"], deployment_page) - before):
+        assert time.monotonic() < deadline, f"submitting the {deployment} form created no flow run in 60 s"
+        time.sleep(1)
+    assert len(created) == 1, f"one Submit created {len(created)} runs: {sorted(created)}"
+    run_id = created.pop()
+    page.goto(f"{ui['ui_url']}/runs/flow-run/{run_id}")
     return run_id
 
 
@@ -205,7 +218,7 @@ def test_restore_cluster_from_the_deployment_page(ui: dict[str, Any], page: Page
     expect(_field(page.locator("body"), "cluster").locator("textarea")).to_have_value(cluster)
     expect(_field(page.locator("body"), "backup")).to_contain_text("newest verified")
     shots.take(page, "restore-cluster-run-form")
-    _submit_and_open_run(page, ui["ui_url"])
+    _submit_and_open_run(page, ui, f"restore-cluster/{cluster}")
 
     _wait_for_state(page, "Paused", timeout_s=180)
     shots.take(page, "restore-cluster-paused")
@@ -254,7 +267,7 @@ def test_the_other_recovery_forms_and_a_report(ui: dict[str, Any], page: Page, s
         shots.take(page, f"{flow_name}-run-form")
 
     _open_run_form(page, ui["deployments"][f"recover-expired-certs/{cluster}"])
-    _submit_and_open_run(page, ui["ui_url"])
+    _submit_and_open_run(page, ui, f"recover-expired-certs/{cluster}")
     _wait_for_state(page, "Completed", timeout_s=300)
     shots.take(page, "recover-expired-certs-completed")
     report = _open_report(page, ui, f"recover-expired-certs-{cluster}", shots, "recover-expired-certs")
