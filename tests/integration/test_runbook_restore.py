@@ -170,9 +170,20 @@ def _single_member(spec: layout.SimSpec, recovery: str) -> list[csrcheck.CsrVerd
         return bool(mine) and mine[0][2] == "Running"
 
     g.wait_for("the single-member control plane", up, timeout=300, every=2.0)
-    # The restored member is alone in its cluster (the restore pod's only container is etcd).
-    members = g.member_rows(spec, f"etcd-{recovery}")
-    assert [(m[1], m[2]) for m in members] == [("started", recovery)], members
+    # The restored member is alone in its cluster (the restore pod's only container is etcd). Right
+    # after the kubelets restart, the mirror pod can be re-created between `kubectl get` and
+    # `kubectl exec` (NotFound): ask again, as the admin would.
+    members: list[list[str]] = []
+
+    def alone() -> bool:
+        nonlocal members
+        try:
+            members = g.member_rows(spec, f"etcd-{recovery}")
+        except AssertionError:  # `kubectl exec` failed: the pod is being re-created
+            return False
+        return [(m[1], m[2]) for m in members] == [("started", recovery)]
+
+    g.wait_for("the restored member alone in its cluster", alone, timeout=60, every=2.0)
     return approved
 
 
