@@ -29,9 +29,9 @@ import botocore.config
 import fabric
 import paramiko
 
-from etcdguard import profile, streaming
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.objectstore import ObjectStore, read_credentials_file
+from etcdguard.core import profile, streaming
 
 __all__ = ["STAGES", "StageInput", "StageOutput", "main"]
 

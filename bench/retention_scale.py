@@ -29,9 +29,10 @@ from pathlib import Path
 
 import boto3
 
-from etcdguard import retention, retention_apply
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.profile import BucketLocation, StorageSettings
+from etcdguard.core import retention
+from etcdguard.core.profile import BucketLocation, StorageSettings
+from tasks import retention_apply
 
 UTC = dt.UTC
 

@@ -4,6 +4,6 @@
     python -m deployments serve [--profiles DIR]   register them and run them in this process
 
 The backup runs at the start of the profile's off-peak window in its time zone (DST-safe,
-see `etcdguard.schedule`), with a deployment concurrency limit of one (a run that would overlap
+see `etcdguard.core.schedule`), with a deployment concurrency limit of one (a run that would overlap
 is cancelled, not queued), and right after an upgrade completes (`etcdguard.cluster.upgraded`).
 """

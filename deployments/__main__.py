@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import serve
 
 from deployments.build import build_all
-from etcdguard import errors, profile
+from etcdguard.core import errors, profile
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
-from etcdguard import errors, profile, schedule
+from etcdguard.core import errors, profile, schedule
 from flows.backup import etcd_backup
 from flows.certs import recover_expired_certs
 from flows.drill import restore_drill

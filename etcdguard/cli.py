@@ -22,8 +22,9 @@ from rich.json import JSON
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
-from etcdguard import catalogue, errors, keys, profile, versions
 from etcdguard.clients.objectstore import ObjectStore
+from etcdguard.core import errors, keys, profile, versions
+from tasks import catalogue
 
 __all__ = ["main"]
 

@@ -17,7 +17,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
-from etcdguard import errors
+from etcdguard.core import errors
 
 __all__ = ["Approval", "ApprovalRecord", "request_approval"]
 

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 
-from etcdguard import errors, manifest, preflight, profile, windows
+from etcdguard.core import errors, manifest, preflight, profile, windows
 from flows._prefect import cluster_lock_name, ensure_cluster_lock, send_event
 from tasks._retry import BACKOFF, retry_transient
 from tasks.backup import (

@@ -2,7 +2,7 @@
 
 The control plane recovers from expired certificates by itself, but the kubelets' new
 certificates wait for a person: every few seconds, list the pending CSRs, validate each against
-the cluster's Machines (`etcdguard.csr`: node-bootstrapper client CSRs and kubelet-serving CSRs,
+the cluster's Machines (`etcdguard.core.csr`: node-bootstrapper client CSRs and kubelet-serving CSRs,
 subject, usages and SANs), approve the valid ones, and keep the others pending with the reason;
 until every node is Ready or the timeout. A denied CSR, or one whose subject or SANs do not
 match a Machine, is never approved. `CsrLedger` is shared with graceful-restart (guide 3 steps 4
@@ -19,7 +19,7 @@ import pydantic
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from etcdguard import csr, errors, lifecycle, profile
+from etcdguard.core import csr, errors, lifecycle, profile
 from tasks.certs import Observation, approve_csr, observe
 
 __all__ = ["CertsOutcome", "CsrLedger", "recover_expired_certs"]

@@ -17,7 +17,7 @@ import pydantic
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from etcdguard import errors, manifest, profile
+from etcdguard.core import errors, manifest, profile
 from flows._prefect import send_event
 from tasks.drill import fetch_and_verify, find_backup_to_drill, record_drill, restore_and_check
 

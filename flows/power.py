@@ -24,7 +24,7 @@ import pydantic
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from etcdguard import errors, lifecycle, profile
+from etcdguard.core import errors, lifecycle, profile
 from flows._approval import request_approval
 from flows.backup import etcd_backup
 from flows.certs import CsrLedger

@@ -25,7 +25,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 
-from etcdguard import errors, member_plan, member_steps, profile
+from etcdguard.core import errors, member_plan, member_steps, profile
 from flows._approval import ApprovalRecord, request_approval
 from flows._prefect import cluster_lock_name, ensure_cluster_lock, send_event
 from flows.backup import etcd_backup

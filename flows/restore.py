@@ -30,8 +30,9 @@ import pydantic
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from etcdguard import catalogue, errors, preflight, profile, restore_plan, versions
+from etcdguard.core import errors, preflight, profile, restore_plan, versions
 from flows._approval import ApprovalRecord, request_approval
+from tasks import catalogue
 from tasks import restore as host_tasks
 from tasks import restore_api as api_tasks
 

@@ -1,6 +1,6 @@
 """`etcd-retention`: prune a cluster's backups by its retention policy (DESIGN.md "Retention").
 
-Plan (pure, `etcdguard.retention`) -> report the plan as a table artifact -> unless `dry_run`,
+Plan (pure, `etcdguard.core.retention`) -> report the plan as a table artifact -> unless `dry_run`,
 delete the doomed backups (every version of every object, batched DeleteObjects; Object-Locked
 objects are skipped and reported) and abort multipart uploads older than the policy's grace.
 A run from the UI is a dry run unless the operator unticks it.
@@ -17,9 +17,10 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from etcdguard import errors, profile, retention, retention_apply, versions
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
+from etcdguard.core import errors, profile, retention, versions
+from tasks import retention_apply
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = ["RetentionOutcome", "etcd_retention", "load_policy"]
@@ -50,7 +51,7 @@ def load_policy(name: str, *, directory: Path | None = None) -> retention.Retent
         if name == "default":
             return retention.RetentionPolicy()
         raise errors.ConfigError(
-            f"Retention policy {name!r} not found: create {path} (fields: see etcdguard.retention)."
+            f"Retention policy {name!r} not found: create {path} (fields: see etcdguard.core.retention)."
         )
     try:
         return retention.RetentionPolicy.model_validate(

@@ -11,8 +11,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.variables import Variable
 
-from etcdguard import profile, versions
 from etcdguard.clients.kube import KubeClient
+from etcdguard.core import profile, versions
 from flows._prefect import send_event
 from tasks._retry import BACKOFF, retry_transient
 

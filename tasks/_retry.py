@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect.client.schemas.objects import State, TaskRun
 
-from etcdguard import errors
+from etcdguard.core import errors
 
 __all__ = ["BACKOFF", "retry_transient"]
 

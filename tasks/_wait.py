@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from prefect import get_run_logger
 
-from etcdguard import errors
+from etcdguard.core import errors
 
 __all__ = ["poll"]
 

@@ -14,11 +14,11 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from etcdguard import errors, keys, manifest, preflight, streaming, types
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.profile import BucketLocation, ClusterProfile
+from etcdguard.core import errors, keys, manifest, preflight, streaming, types
+from etcdguard.core.profile import BucketLocation, ClusterProfile
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [

@@ -14,9 +14,9 @@ from typing import Any
 
 from prefect import get_run_logger, runtime, task
 
-from etcdguard import csr, errors
 from etcdguard.clients.kube import KubeClient
-from etcdguard.profile import ClusterProfile
+from etcdguard.core import csr, errors
+from etcdguard.core.profile import ClusterProfile
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = ["Observation", "approve_csr", "observe"]

@@ -11,10 +11,11 @@ from typing import Any
 import zstandard
 from prefect import get_run_logger, task
 
-from etcdguard import catalogue, errors, manifest
 from etcdguard.clients import scratch_etcd
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.profile import ClusterProfile
+from etcdguard.core import errors, manifest
+from etcdguard.core.profile import ClusterProfile
+from tasks import catalogue
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = ["CRITICAL_KEYS", "fetch_and_verify", "find_backup_to_drill", "record_drill", "restore_and_check"]

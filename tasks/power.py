@@ -11,12 +11,13 @@ from typing import Any
 
 from prefect import get_run_logger, runtime, task
 
-from etcdguard import catalogue, errors, lifecycle
 from etcdguard.clients.cloud import Cloud
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.profile import CloudSettings, ClusterProfile
+from etcdguard.core import errors, lifecycle
+from etcdguard.core.profile import CloudSettings, ClusterProfile
+from tasks import catalogue
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [

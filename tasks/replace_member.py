@@ -17,12 +17,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from etcdguard import catalogue, csr, errors, member_plan, member_steps, preflight
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.profile import ClusterProfile
-from tasks import _wait, certs
+from etcdguard.core import csr, errors, member_plan, member_steps, preflight
+from etcdguard.core.profile import ClusterProfile
+from tasks import _wait, catalogue, certs
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [
@@ -282,7 +282,7 @@ def _node_ready(kube: KubeClient, name: str) -> bool:
 
 
 def _approve_csrs_of(profile: ClusterProfile, node: str | None) -> list[str]:
-    """Approve the pending CSRs of `node` (only those) that `etcdguard.csr` validates."""
+    """Approve the pending CSRs of `node` (only those) that `etcdguard.core.csr` validates."""
     if node is None:
         return []
     seen = certs.observe(profile)
@@ -305,7 +305,7 @@ def replace_machine(
 ) -> dict[str, Any]:
     """4.2.4.1 step 3: the Machine of `node` saved and cleaned (`member_steps.clean_machine`), created
     under the next free name, the old one deleted; then wait until the new one is Running with a
-    Ready node, approving that node's CSRs once `etcdguard.csr` validated them.
+    Ready node, approving that node's CSRs once `etcdguard.core.csr` validated them.
 
     The copy is created BEFORE the old Machine is deleted (the guide deletes first): an interruption
     between the two then loses nothing, and a re-run finds the copy by its annotation instead of

@@ -20,11 +20,11 @@ from typing import Any
 import zstandard
 from prefect import get_run_logger, task
 
-from etcdguard import catalogue, errors, restore_plan
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.profile import ClusterProfile
-from tasks import _wait
+from etcdguard.core import errors, restore_plan
+from etcdguard.core.profile import ClusterProfile
+from tasks import _wait, catalogue
 from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [

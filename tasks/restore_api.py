@@ -15,11 +15,11 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from etcdguard import catalogue, csr, errors, preflight, restore_plan
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.profile import ClusterProfile
-from tasks import certs
+from etcdguard.core import csr, errors, preflight, restore_plan
+from etcdguard.core.profile import ClusterProfile
+from tasks import catalogue, certs
 from tasks._retry import BACKOFF, retry_transient
 from tasks.restore import poll
 
@@ -160,7 +160,7 @@ def newest_backup_version(profile: ClusterProfile) -> str | None:
 
 @task(name="approve-csrs", **_RETRY)
 def approve_valid_csrs(profile: ClusterProfile) -> list[str]:
-    """Step 9: approve every pending kubelet CSR that `etcdguard.csr` validates against the
+    """Step 9: approve every pending kubelet CSR that `etcdguard.core.csr` validates against the
     Machines; the others are left pending and logged."""
     logger = get_run_logger()
     seen = certs.observe(profile)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from etcdguard_sim import layout
 
-from etcdguard import csr as csrcheck
+from etcdguard.core import csr as csrcheck
 
 T = TypeVar("T")
 

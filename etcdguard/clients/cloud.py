@@ -19,9 +19,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from etcdguard import errors
 from etcdguard.clients.objectstore import aws_credentials
-from etcdguard.profile import CloudSettings
+from etcdguard.core import errors
+from etcdguard.core.profile import CloudSettings
 
 __all__ = ["Cloud", "Instance"]
 

@@ -20,8 +20,8 @@ from typing import Any
 import fabric
 import paramiko
 
-from etcdguard import errors
-from etcdguard.profile import SshAccess
+from etcdguard.core import errors
+from etcdguard.core.profile import SshAccess
 
 __all__ = ["CommandResult", "HostSession"]
 

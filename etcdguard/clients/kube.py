@@ -16,8 +16,8 @@ import urllib3
 from kubernetes import client, config, stream
 from kubernetes.client.exceptions import ApiException
 
-from etcdguard import errors
-from etcdguard.profile import ApiAccess
+from etcdguard.core import errors
+from etcdguard.core.profile import ApiAccess
 
 __all__ = ["RESOURCES", "KubeClient"]
 

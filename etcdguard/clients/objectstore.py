@@ -30,8 +30,8 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from etcdguard import errors
-from etcdguard.profile import StorageSettings
+from etcdguard.core import errors
+from etcdguard.core.profile import StorageSettings
 
 __all__ = [
     "ObjectInfo",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from etcdguard import errors
+from etcdguard.core import errors
 
 __all__ = ["ThrowawayEtcd", "restore_snapshot", "snapshot_status"]
 

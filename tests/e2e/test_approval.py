@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from prefect import flow
 
-from etcdguard import errors
+from etcdguard.core import errors
 from flows._approval import ApprovalRecord, request_approval
 from tests.approvals import Operator, approve
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from etcdguard_sim import control, faults_cluster, layout, profiles
 
-from etcdguard import errors
+from etcdguard.core import errors
 from flows.backup import etcd_backup
 from tests.simtools import kubectl
 

@@ -31,9 +31,10 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 
-from etcdguard import catalogue, errors, profile
 from etcdguard.clients.objectstore import ObjectStore
+from etcdguard.core import errors, profile
 from flows.backup import etcd_backup
+from tasks import catalogue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
 

@@ -18,9 +18,10 @@ import pytest
 import yaml
 from etcdguard_sim import cloud, layout, profiles
 
-from etcdguard import catalogue, errors, profile
 from etcdguard.clients.objectstore import ObjectStore
+from etcdguard.core import errors, profile
 from flows.backup import etcd_backup
+from tasks import catalogue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
 

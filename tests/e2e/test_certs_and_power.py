@@ -17,7 +17,7 @@ import boto3
 import pytest
 from etcdguard_sim import apiclient, cloud, control, csrgen, faults_cluster, layout, profiles
 
-from etcdguard import errors, lifecycle
+from etcdguard.core import errors, lifecycle
 from flows.certs import recover_expired_certs
 from flows.power import ShutdownOutcome, graceful_restart, graceful_shutdown
 from tests import simtools

@@ -31,7 +31,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 
-from etcdguard import errors, profile
+from etcdguard.core import errors, profile
 from flows.replace_member import ReplaceOutcome, replace_etcd_member
 from tasks.replace_member import newest_backup
 from tests import simtools

@@ -21,7 +21,7 @@ import boto3
 import pytest
 from etcdguard_sim import cloud, control, layout, profiles
 
-from etcdguard import errors
+from etcdguard.core import errors
 from flows.backup import etcd_backup
 from flows.restore import STOP_AFTER_ENV, restore_cluster
 from tests import simtools

@@ -10,10 +10,11 @@ import boto3
 import pytest
 from etcdguard_sim import cloud, layout, profiles
 
-from etcdguard import catalogue, errors, profile
 from etcdguard.clients.objectstore import ObjectStore
+from etcdguard.core import errors, profile
 from flows.backup import etcd_backup
 from flows.drill import restore_drill
+from tasks import catalogue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from etcdguard_sim import cloud, layout, profiles
 
-from etcdguard import keys, manifest, retention
+from etcdguard.core import keys, manifest, retention
 from flows.retention import etcd_retention, load_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_server")]

@@ -14,9 +14,9 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from etcdguard import errors
 from etcdguard.clients.cloud import Cloud
-from etcdguard.profile import CloudSettings
+from etcdguard.core import errors
+from etcdguard.core.profile import CloudSettings
 
 pytestmark = pytest.mark.integration
 

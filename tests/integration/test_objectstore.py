@@ -14,8 +14,8 @@ import botocore.exceptions
 import pytest
 from etcdguard_sim import layout, profiles
 
-from etcdguard import errors, profile
 from etcdguard.clients.objectstore import ObjectStore
+from etcdguard.core import errors, profile
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """The guide's 4.3.2.2 (restore to an earlier cluster state) scripted by hand, after a 4.1 backup:
 the commands as written (`oc` -> `kubectl`, `oc rsh` -> `kubectl exec`, `oc debug node` +
 `chroot /host` -> `ssh` + `sudo`: see `tests.guidetools`), the backup carried off the host and
-onto the recovery host with `scp`. No etcdguard code runs except `etcdguard.csr.validate_csr`,
+onto the recovery host with `scp`. No etcdguard code runs except `etcdguard.core.csr.validate_csr`,
 the admin's check of a CSR before approving it.
 
 (a) two control-plane hosts lost (their EC2 instances stopped): restore on the survivor, then
@@ -25,7 +25,7 @@ import pytest
 import yaml
 from etcdguard_sim import control, faults_cluster, layout
 
-from etcdguard import csr as csrcheck
+from etcdguard.core import csr as csrcheck
 from tests import guidetools as g
 
 # A cluster start and a full restore take 2-3 minutes here, more on a loaded machine.

@@ -1,7 +1,7 @@
 """The guide's procedures 4.3.3, 4.2.4.2 and 4.2.4.1, scripted step by step with the commands
 as written (`oc` -> `kubectl`, `oc rsh` -> `kubectl exec`, `oc debug node` + `chroot /host` ->
 `ssh` + `sudo`: see `tests.guidetools`), each recovering the simulated cluster from the fault
-that calls for it. No etcdguard code runs except `etcdguard.csr.validate_csr`, used where the
+that calls for it. No etcdguard code runs except `etcdguard.core.csr.validate_csr`, used where the
 guide says to review a CSR before approving it.
 
 One cluster for the module, in file order: each procedure leaves the cluster healthy for the

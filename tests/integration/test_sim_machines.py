@@ -19,7 +19,7 @@ import yaml
 from cryptography import x509
 from etcdguard_sim import control, layout
 
-from etcdguard import csr as csrcheck
+from etcdguard.core import csr as csrcheck
 from tests import simtools
 
 pytestmark = pytest.mark.integration

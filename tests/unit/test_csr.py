@@ -14,7 +14,7 @@ from etcdguard_sim import csrgen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etcdguard import csr
+from etcdguard.core import csr
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etcdguard import errors
+from etcdguard.core import errors
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etcdguard import keys, types
+from etcdguard.core import keys, types
 
 pytestmark = pytest.mark.unit
 

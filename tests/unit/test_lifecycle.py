@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etcdguard import keys, lifecycle
+from etcdguard.core import keys, lifecycle
 
 pytestmark = pytest.mark.unit
 

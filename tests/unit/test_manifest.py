@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etcdguard import errors, manifest, types
+from etcdguard.core import errors, manifest, types
 
 pytestmark = pytest.mark.unit
 

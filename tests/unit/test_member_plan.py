@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from etcdguard_sim import csrgen
 
-from etcdguard import csr, errors, member_plan, member_steps
-from etcdguard.member_plan import Member
+from etcdguard.core import csr, errors, member_plan, member_steps
+from etcdguard.core.member_plan import Member
 
 pytestmark = pytest.mark.unit
 

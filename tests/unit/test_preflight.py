@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from etcdguard import errors, preflight
+from etcdguard.core import errors, preflight
 
 pytestmark = pytest.mark.unit
 

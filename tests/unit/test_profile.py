@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from etcdguard import errors, profile
+from etcdguard.core import errors, profile
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from etcdguard import errors, profile
+from etcdguard.core import errors, profile
 from tests.unit.test_profile import profile_data, secrets
 
 pytestmark = pytest.mark.unit

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from etcdguard import errors, restore_plan
-from etcdguard.restore_plan import HostProbe
+from etcdguard.core import errors, restore_plan
+from etcdguard.core.restore_plan import HostProbe
 
 pytestmark = pytest.mark.unit
 

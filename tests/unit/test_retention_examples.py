@@ -9,7 +9,7 @@ from typing import Literal
 import pydantic
 import pytest
 
-from etcdguard import retention
+from etcdguard.core import retention
 
 pytestmark = pytest.mark.unit
 

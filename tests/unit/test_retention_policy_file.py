@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from etcdguard import errors, retention
+from etcdguard.core import errors, retention
 from flows.retention import load_policy
 
 pytestmark = pytest.mark.unit

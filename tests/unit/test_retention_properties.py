@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etcdguard import retention
+from etcdguard.core import retention
 
 pytestmark = pytest.mark.unit
 

@@ -6,9 +6,9 @@ from datetime import date, time
 
 import pytest
 
-from etcdguard import errors
-from etcdguard.schedule import backup_schedule, unsafe_local_times
-from etcdguard.windows import OffPeakWindow
+from etcdguard.core import errors
+from etcdguard.core.schedule import backup_schedule, unsafe_local_times
+from etcdguard.core.windows import OffPeakWindow
 
 pytestmark = pytest.mark.unit
 

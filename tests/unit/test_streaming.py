@@ -13,7 +13,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etcdguard import streaming
+from etcdguard.core import streaming
 
 pytestmark = pytest.mark.unit
 

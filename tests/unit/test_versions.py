@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etcdguard import errors, versions
+from etcdguard.core import errors, versions
 
 pytestmark = pytest.mark.unit
 

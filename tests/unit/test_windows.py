@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etcdguard import windows
+from etcdguard.core import windows
 
 pytestmark = pytest.mark.unit
 

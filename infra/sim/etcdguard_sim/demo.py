@@ -25,8 +25,9 @@ __all__ = ["main"]
 
 
 def _prove(cluster: str) -> int:
-    from etcdguard import catalogue, profile
     from etcdguard.clients.objectstore import ObjectStore
+    from etcdguard.core import profile
+    from tasks import catalogue
 
     cluster_profile = profile.load_profile(cluster)
     with ObjectStore(cluster_profile.storage) as store:

@@ -38,8 +38,8 @@ import pydantic
 import yaml
 from pydantic import AfterValidator, Field
 
-from etcdguard import errors, keys, types
-from etcdguard.windows import OffPeakWindow
+from etcdguard.core import errors, keys, types
+from etcdguard.core.windows import OffPeakWindow
 
 __all__ = [
     "ApiAccess",
@@ -199,7 +199,7 @@ class ClusterProfile(_Model):
     window: OffPeakWindow | None = None
     """Off-peak window for scheduled backups; None allows any time."""
     retention: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] = "default"
-    """Name of the retention policy (see etcdguard.retention)."""
+    """Name of the retention policy (see etcdguard.core.retention)."""
     backup: BackupSettings = BackupSettings()
     control_plane: tuple[ControlPlaneHost, ...] = ()
     """The control-plane hosts, for restore-cluster when the API is down (lost quorum); when the

@@ -11,7 +11,7 @@ for the same instant as the directory, both in UTC. The static resources hold th
 keys when encryption is on, so they go under their own prefix (often their own bucket), as the
 guide advises. `<prefix>` may be empty or hold several `/`-separated segments; it is recovered by
 parsing from the right. Cluster names are DNS-1123 labels; versions are those
-`etcdguard.versions.parse_version` accepts.
+`etcdguard.core.versions.parse_version` accepts.
 
 Backups are ordered by the parsed timestamp (`sort_by_time`), never by the key string: keys of
 `4.10.x` sort before `4.9.x` lexicographically (etcd-operator #2113 deleted the newest backups
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal
 
-from etcdguard import types, versions
+from etcdguard.core import types, versions
 
 __all__ = [
     "BackupKey",

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from etcdguard import errors, types, versions
+from etcdguard.core import errors, types, versions
 
 __all__ = [
     "BACKUP_OPERATORS",

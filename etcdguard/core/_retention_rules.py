@@ -1,4 +1,4 @@
-"""The retention planner's rules, private to `etcdguard.retention` (read its docstring first).
+"""The retention planner's rules, private to `etcdguard.core.retention` (read its docstring first).
 
 `decide` works on the candidates already sorted newest first (the one sort of the run) and on
 their creation times in UTC. Every rule walks that order, or a prefix of it, by index: nothing
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from etcdguard.retention import BackupCandidate, ClusterContext, RetentionPolicy
+    from etcdguard.core.retention import BackupCandidate, ClusterContext, RetentionPolicy
 
 __all__ = ["Outcome", "decide", "format_bytes", "format_duration", "is_good"]
 
@@ -71,7 +71,7 @@ def _plural(count: int, word: str) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outcome:
-    """What `decide` returns; `etcdguard.retention` wraps it into a `RetentionPlan`."""
+    """What `decide` returns; `etcdguard.core.retention` wraps it into a `RetentionPlan`."""
 
     keep: tuple[Verdict, ...]
     delete: tuple[Verdict, ...]

@@ -48,7 +48,7 @@ from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from etcdguard import _retention_rules
+from etcdguard.core import _retention_rules
 
 __all__ = [
     "BackupCandidate",

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from etcdguard import errors, member_steps, versions
+from etcdguard.core import errors, member_steps, versions
 
 __all__ = [
     "HostProbe",

@@ -22,7 +22,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
-from etcdguard import csr, errors, preflight
+from etcdguard.core import csr, errors, preflight
 
 __all__ = [
     "MAX_MEMBERS",

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from etcdguard import errors, types
+from etcdguard.core import errors, types
 
 __all__ = [
     "ParsedVersion",

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from etcdguard import keys
+from etcdguard.core import keys
 
 __all__ = [
     "SIGNER_ANNOTATION",

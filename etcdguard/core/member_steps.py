@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from etcdguard import errors, preflight
-from etcdguard.member_plan import MAX_MEMBERS, REPLACES_NODE_ANNOTATION, Diagnosis, Member
+from etcdguard.core import errors, preflight
+from etcdguard.core.member_plan import MAX_MEMBERS, REPLACES_NODE_ANNOTATION, Diagnosis, Member
 
 __all__ = [
     "REPLACES_MACHINE_ANNOTATION",

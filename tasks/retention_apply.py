@@ -17,11 +17,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from etcdguard import catalogue, keys
 from etcdguard.clients import objectstore
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.profile import StorageSettings
-from etcdguard.retention import BackupCandidate, RetentionPlan
+from etcdguard.core import keys
+from etcdguard.core.profile import StorageSettings
+from etcdguard.core.retention import BackupCandidate, RetentionPlan
+from tasks import catalogue
 
 __all__ = ["ApplyReport", "CatalogueView", "apply_plan", "load_candidates"]
 

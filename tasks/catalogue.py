@@ -12,10 +12,10 @@ import hashlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from etcdguard import errors, keys
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.manifest import BackupManifest, ManifestFile
-from etcdguard.profile import StorageSettings
+from etcdguard.core import errors, keys
+from etcdguard.core.manifest import BackupManifest, ManifestFile
+from etcdguard.core.profile import StorageSettings
 
 __all__ = ["CatalogueEntry", "VerifyReport", "find_backup", "incomplete", "list_backups", "verify_backup"]
 

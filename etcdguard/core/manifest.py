@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AfterValidator, AwareDatetime, Field, NonNegativeFloat, NonNegativeInt
 
-from etcdguard import errors, keys, types, versions
+from etcdguard.core import errors, keys, types, versions
 
 __all__ = [
     "BackupManifest",
@@ -81,7 +81,7 @@ class ManifestFile(_Frozen):
     """One stored object of the backup."""
 
     key: str
-    """The object's S3 key, in the layout of `etcdguard.keys`."""
+    """The object's S3 key, in the layout of `etcdguard.core.keys`."""
     kind: Literal["snapshot", "static_resources"]
     """Which file of cluster-backup.sh this is."""
     size: NonNegativeInt

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, date, datetime, time, timedelta
 
-from etcdguard import errors
-from etcdguard.windows import OffPeakWindow
+from etcdguard.core import errors
+from etcdguard.core.windows import OffPeakWindow
 
 __all__ = ["BackupSchedule", "backup_schedule", "unsafe_local_times"]
 
