@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import pydantic
-from prefect import flow, get_run_logger, runtime, task
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 
 from etcdguard.core import errors, manifest, preflight, profile, windows
 from flows._prefect import cluster_lock_name, ensure_cluster_lock, send_event
-from tasks._retry import BACKOFF, retry_transient
+from tasks import _policy as policy
 from tasks.backup import (
     HostBackup,
     UploadedFile,
@@ -47,9 +47,7 @@ class BackupOutcome(pydantic.BaseModel):
     source_node: str | None = None
 
 
-@task(
-    name="discard-partial-upload", retries=2, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient
-)
+@policy.task("discard-partial-upload", timeout_s=300)
 def discard_partial_upload(cluster_profile: profile.ClusterProfile, *, uploaded: list[UploadedFile]) -> None:
     """A run that failed after some files reached S3: delete them, so only complete backups remain."""
     from etcdguard.clients.objectstore import ObjectStore

@@ -247,7 +247,8 @@ def _machines_to_start(
 ) -> tuple[lifecycle.ShutdownState, Literal["api", "shutdown-state"]]:
     logger = get_run_logger()
     try:
-        state, _ = power.read_inventory.fn(cluster_profile)  # once, no retries: the API is usually down
+        # Once, without retries: after a shutdown the API is usually down, and the state file answers.
+        state, _ = power.read_inventory.with_options(retries=0)(cluster_profile)
         return state, "api"
     except errors.TransientError as exc:
         logger.info("The API does not answer (%s); using the machines recorded at shutdown.", exc)

@@ -14,18 +14,16 @@ from typing import Any
 
 import pydantic
 import yaml
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import errors, profile, retention, versions
+from tasks import _policy as policy
 from tasks import retention_apply
-from tasks._retry import BACKOFF, retry_transient
 
 __all__ = ["RetentionOutcome", "etcd_retention", "load_policy"]
-
-_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
 
 
 class RetentionOutcome(pydantic.BaseModel):
@@ -61,7 +59,7 @@ def load_policy(name: str, *, directory: Path | None = None) -> retention.Retent
         raise errors.ConfigError(f"Retention policy {path} is invalid: {exc}") from exc
 
 
-@task(name="cluster-versions", **_RETRY)
+@policy.task("cluster-versions", timeout_s=300)
 def read_cluster_context(cluster_profile: profile.ClusterProfile) -> retention.ClusterContext:
     with KubeClient(cluster_profile.api) as kube:
         clusterversion = kube.get("ClusterVersion", "version")
@@ -74,7 +72,7 @@ def read_cluster_context(cluster_profile: profile.ClusterProfile) -> retention.C
     )
 
 
-@task(name="read-catalogue", **_RETRY)
+@policy.task("read-catalogue", timeout_s=300)
 def read_catalogue(
     cluster_profile: profile.ClusterProfile, *, now: datetime
 ) -> retention_apply.CatalogueView:
@@ -84,7 +82,7 @@ def read_catalogue(
         )
 
 
-@task(name="delete-backups", **_RETRY)
+@policy.task("delete-backups", timeout_s=300)
 def delete_backups(
     cluster_profile: profile.ClusterProfile,
     *,

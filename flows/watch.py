@@ -8,18 +8,18 @@ Variable; when the cluster's first Completed ClusterVersion history entry differ
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.variables import Variable
 
 from etcdguard.clients.kube import KubeClient
 from etcdguard.core import profile, versions
 from flows._prefect import send_event
-from tasks._retry import BACKOFF, retry_transient
+from tasks import _policy as policy
 
 __all__ = ["watch_cluster_version"]
 
 
-@task(name="read-zstream", retries=3, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+@policy.task("read-zstream", timeout_s=300)
 def read_zstream(cluster_profile: profile.ClusterProfile) -> tuple[str, bool]:
     with KubeClient(cluster_profile.api) as kube:
         clusterversion = kube.get("ClusterVersion", "version")

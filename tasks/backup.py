@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import UUID
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from etcdguard.clients.hosts import HostSession
@@ -19,7 +19,7 @@ from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import errors, keys, manifest, preflight, streaming, types
 from etcdguard.core.profile import BucketLocation, ClusterProfile
-from tasks._retry import BACKOFF, retry_transient
+from tasks import _policy as policy
 
 __all__ = [
     "HostBackup",
@@ -36,7 +36,6 @@ _FILE = re.compile(
     r"^(?P<kind>snapshot|static_kuberesources)_(?P<date>\d{4}-\d{2}-\d{2}_\d{6})(?:__POSSIBLY_DIRTY__)?"
     r"\.(?:db|tar\.gz)$"
 )
-_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,7 +61,7 @@ class UploadedFile:
     parts: int
 
 
-@task(name="preflight", **_RETRY)
+@policy.task("preflight", timeout_s=300)
 def check_backup_preflight(
     profile: ClusterProfile, *, force: bool, now: datetime
 ) -> preflight.BackupPreflight:
@@ -100,7 +99,7 @@ def _optional(kube: KubeClient, kind: str) -> dict[str, Any] | None:
         return None
 
 
-@task(name="etcd-server-version", **_RETRY)
+@policy.task("etcd-server-version", timeout_s=300)
 def etcd_server_version(profile: ClusterProfile, *, node: preflight.NodeCandidate) -> str:
     """The etcd server version of `node`'s member (`etcdctl endpoint status` in its etcd pod)."""
     with KubeClient(profile.api) as kube:
@@ -135,7 +134,7 @@ def etcd_server_version(profile: ClusterProfile, *, node: preflight.NodeCandidat
         ) from exc
 
 
-@task(name="cluster-backup.sh", **_RETRY)
+@policy.task("cluster-backup.sh", timeout_s=3600)
 def run_cluster_backup(
     profile: ClusterProfile,
     *,
@@ -218,7 +217,7 @@ def tags(profile: ClusterProfile, version: str, kind: str) -> dict[str, str]:
     }
 
 
-@task(name="upload", **_RETRY)
+@policy.task("upload", timeout_s=10800)
 def upload_backup_file(
     profile: ClusterProfile,
     *,
@@ -323,7 +322,7 @@ def _result(digest: streaming.StreamDigest) -> streaming.StreamResult:
     return result
 
 
-@task(name="write-manifest", **_RETRY)
+@policy.task("write-manifest", timeout_s=300)
 def write_manifest(profile: ClusterProfile, *, backup: manifest.BackupManifest) -> str:
     """Write `manifest.json` LAST: an upload without a manifest is not a backup."""
     with ObjectStore(profile.storage) as store:
@@ -338,7 +337,7 @@ def write_manifest(profile: ClusterProfile, *, backup: manifest.BackupManifest) 
     return backup.manifest_key
 
 
-@task(name="remove-host-dir", **_RETRY)
+@policy.task("remove-host-dir", timeout_s=300)
 def remove_host_dir(profile: ClusterProfile, *, node: preflight.NodeCandidate, directory: str) -> None:
     """Remove the run's backup directory from the host (the files are in S3 now, or useless)."""
     with HostSession(profile.ssh, address=node.address, node=node.name) as host:

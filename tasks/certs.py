@@ -12,12 +12,12 @@ import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import get_run_logger, runtime, task
+from prefect import get_run_logger, runtime
 
 from etcdguard.clients.kube import KubeClient
 from etcdguard.core import csr, errors
 from etcdguard.core.profile import ClusterProfile
-from tasks._retry import BACKOFF, retry_transient
+from tasks import _policy as policy
 
 __all__ = ["Observation", "approve_csr", "observe"]
 
@@ -64,7 +64,7 @@ def observe(profile: ClusterProfile, *, operators: bool = False) -> Observation:
     )
 
 
-@task(name="approve-csr", retries=3, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+@policy.task("approve-csr", timeout_s=300)
 def approve_csr(profile: ClusterProfile, *, verdict: csr.CsrVerdict, request: str) -> str:
     """`oc adm certificate approve <name>`, for a CSR the validator accepted: re-read it, refuse if
     it is now denied or its request changed, do nothing if it is already approved, else append the

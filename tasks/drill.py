@@ -6,17 +6,16 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
 
 import zstandard
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from etcdguard.clients import scratch_etcd
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import errors, manifest
 from etcdguard.core.profile import ClusterProfile
+from tasks import _policy as policy
 from tasks import catalogue
-from tasks._retry import BACKOFF, retry_transient
 
 __all__ = ["CRITICAL_KEYS", "fetch_and_verify", "find_backup_to_drill", "record_drill", "restore_and_check"]
 
@@ -26,10 +25,9 @@ CRITICAL_KEYS = (
     "/kubernetes.io/namespaces/kube-system",
     "/kubernetes.io/operator.openshift.io/etcds/cluster",
 )
-_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
 
 
-@task(name="find-backup", **_RETRY)
+@policy.task("find-backup", timeout_s=300)
 def find_backup_to_drill(profile: ClusterProfile, *, backup_id: str | None) -> catalogue.CatalogueEntry:
     """The named backup, or the newest one; a backup whose manifest is missing is not a backup."""
     with ObjectStore(profile.storage) as store:
@@ -52,7 +50,7 @@ def find_backup_to_drill(profile: ClusterProfile, *, backup_id: str | None) -> c
             raise
 
 
-@task(name="fetch-and-verify", **_RETRY)
+@policy.task("fetch-and-verify", timeout_s=7200)
 def fetch_and_verify(profile: ClusterProfile, *, entry: catalogue.CatalogueEntry, scratch: Path) -> Path:
     """Download every file, check size and sha256 (stored and original) against the manifest;
     returns the local snapshot (decompressed)."""
@@ -86,7 +84,7 @@ def fetch_and_verify(profile: ClusterProfile, *, entry: catalogue.CatalogueEntry
     return snapshot_path
 
 
-@task(name="restore-and-check")
+@policy.task("restore-and-check", timeout_s=7200, retries=0)
 def restore_and_check(
     *, backup: manifest.BackupManifest, snapshot_path: Path, scratch: Path
 ) -> tuple[int, dict[str, float]]:
@@ -130,7 +128,7 @@ def restore_and_check(
     return count, timings
 
 
-@task(name="record-drill", **_RETRY)
+@policy.task("record-drill", timeout_s=300)
 def record_drill(
     profile: ClusterProfile, *, entry: catalogue.CatalogueEntry, result: manifest.DrillResult
 ) -> None:

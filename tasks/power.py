@@ -7,9 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from prefect import get_run_logger, runtime, task
+from prefect import get_run_logger, runtime
 
 from etcdguard.clients.cloud import Cloud
 from etcdguard.clients.hosts import HostSession
@@ -17,8 +16,8 @@ from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import errors, lifecycle
 from etcdguard.core.profile import CloudSettings, ClusterProfile
+from tasks import _policy as policy
 from tasks import catalogue
-from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [
     "clear_shutdown_state",
@@ -35,7 +34,6 @@ __all__ = [
     "wait_for_instances",
 ]
 
-_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
 _SIGNER = ("openshift-kube-apiserver-operator", "kube-apiserver-to-kubelet-signer")
 
 
@@ -50,7 +48,7 @@ def cloud_settings(profile: ClusterProfile) -> CloudSettings:
     return profile.cloud
 
 
-@task(name="read-inventory", **_RETRY)
+@policy.task("read-inventory", timeout_s=300)
 def read_inventory(profile: ClusterProfile) -> tuple[lifecycle.ShutdownState, str | None]:
     """Machines with their instances, nodes, z-stream -> the shutdown state; and the kubelet
     signer's not-after annotation (guide 2 step 1)."""
@@ -84,7 +82,7 @@ def _verified(store: ObjectStore, profile: ClusterProfile, entry: catalogue.Cata
     return problems
 
 
-@task(name="find-recent-verified-backup", **_RETRY)
+@policy.task("find-recent-verified-backup", timeout_s=300)
 def find_recent_verified_backup(
     profile: ClusterProfile, *, max_age_h: float, now: datetime
 ) -> tuple[str | None, list[str]]:
@@ -104,7 +102,7 @@ def find_recent_verified_backup(
     return None, notes
 
 
-@task(name="latest-valid-backup", **_RETRY)
+@policy.task("latest-valid-backup", timeout_s=300)
 def latest_valid_backup(profile: ClusterProfile, *, ocp_version: str | None, look_at: int = 3) -> str | None:
     """The newest backup (of `ocp_version` when known) whose checksums verify; None when none of the
     newest `look_at` does."""
@@ -118,7 +116,7 @@ def latest_valid_backup(profile: ClusterProfile, *, ocp_version: str | None, loo
     return None
 
 
-@task(name="save-shutdown-state", **_RETRY)
+@policy.task("save-shutdown-state", timeout_s=300)
 def save_shutdown_state(profile: ClusterProfile, *, state: lifecycle.ShutdownState) -> str:
     """Write the state next to the backups (before any host goes down); returns its s3:// URI."""
     location = profile.storage.snapshots
@@ -134,7 +132,7 @@ def save_shutdown_state(profile: ClusterProfile, *, state: lifecycle.ShutdownSta
     return f"s3://{location.bucket}/{key}"
 
 
-@task(name="load-shutdown-state", **_RETRY)
+@policy.task("load-shutdown-state", timeout_s=300)
 def load_shutdown_state(profile: ClusterProfile) -> lifecycle.ShutdownState | None:
     """The state graceful-shutdown recorded, or None."""
     location = profile.storage.snapshots
@@ -152,7 +150,7 @@ def load_shutdown_state(profile: ClusterProfile) -> lifecycle.ShutdownState | No
         ) from exc
 
 
-@task(name="shutdown -h 1", retries=1, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+@policy.task("shutdown -h 1", timeout_s=300, retries=1)
 def schedule_host_shutdown(profile: ClusterProfile, *, record: lifecycle.MachineRecord) -> str:
     """`sudo shutdown -h 1` on the host over SSH (guide 2 step 2): pods stop cleanly, the host
     powers off a minute later. Idempotent: a second run schedules the same power-off."""
@@ -163,13 +161,13 @@ def schedule_host_shutdown(profile: ClusterProfile, *, record: lifecycle.Machine
     return (result.stdout + result.stderr).strip()
 
 
-@task(name="stop-instances", **_RETRY)
+@policy.task("stop-instances", timeout_s=300)
 def stop_instances(profile: ClusterProfile, *, instance_ids: Sequence[str]) -> None:
     with Cloud(cloud_settings(profile)) as cloud:
         cloud.stop(list(instance_ids))
 
 
-@task(name="start-instances", **_RETRY)
+@policy.task("start-instances", timeout_s=300)
 def start_instances(profile: ClusterProfile, *, instance_ids: Sequence[str]) -> None:
     with Cloud(cloud_settings(profile)) as cloud:
         cloud.start(list(instance_ids))
@@ -192,7 +190,7 @@ def describe_instances(profile: ClusterProfile, instance_ids: Sequence[str]) -> 
             return out
 
 
-@task(name="wait-for-instances")
+@policy.task("wait-for-instances", timeout_s=7200, retries=0)
 def wait_for_instances(
     profile: ClusterProfile,
     *,
@@ -217,7 +215,7 @@ def wait_for_instances(
         time.sleep(poll_s)
 
 
-@task(name="clear-shutdown-state", **_RETRY)
+@policy.task("clear-shutdown-state", timeout_s=300)
 def clear_shutdown_state(profile: ClusterProfile) -> None:
     """Remove the shutdown state once the cluster is back, so a stale one never misleads a later run."""
     location = profile.storage.snapshots

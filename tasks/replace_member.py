@@ -15,15 +15,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import csr, errors, member_plan, member_steps, preflight
 from etcdguard.core.profile import ClusterProfile
+from tasks import _policy as policy
 from tasks import _wait, catalogue, certs
-from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [
     "ETCD_NAMESPACE",
@@ -47,7 +47,6 @@ ETCD_NAMESPACE = "openshift-etcd"
 MACHINE_NAMESPACE = "openshift-machine-api"
 SECRET_KINDS = ("peer", "serving", "serving-metrics")
 _MASTER_LABELS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
-_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
 
 
 def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, first: float = 1.0) -> str:
@@ -157,13 +156,13 @@ def observe(profile: ClusterProfile, *, avoid: str | None = None) -> ClusterView
     )
 
 
-@task(name="read-cluster", retries=2, retry_delay_seconds=BACKOFF, retry_condition_fn=retry_transient)
+@policy.task("read-cluster", timeout_s=300)
 def read_cluster(profile: ClusterProfile, *, avoid: str | None = None) -> ClusterView:
     """Read-only: `observe`, as a task so that the run shows what the diagnosis saw."""
     return observe(profile, avoid=avoid)
 
 
-@task(name="newest-backup", **_RETRY)
+@policy.task("newest-backup", timeout_s=300)
 def newest_backup(profile: ClusterProfile) -> tuple[str, datetime] | None:
     """The newest complete backup of the cluster in the catalogue: (backup id, taken at)."""
     with ObjectStore(profile.storage) as store:
@@ -173,7 +172,7 @@ def newest_backup(profile: ClusterProfile) -> tuple[str, datetime] | None:
     return entries[-1].manifest.backup_id, entries[-1].taken_at
 
 
-@task(name="move-etcd-aside", **_RETRY)
+@policy.task("move-etcd-aside", timeout_s=1800)
 def move_etcd_aside(profile: ClusterProfile, *, node: str, address: str, timeout: float = 120.0) -> list[str]:
     """4.2.4.2 step 1 on the host: `mv /etc/kubernetes/manifests/etcd-pod.yaml /var/lib/etcd-backup/`,
     wait for the etcd containers to stop, `mv /var/lib/etcd/ /tmp` (to `/tmp/etcd-<time>` when an
@@ -220,7 +219,7 @@ def move_etcd_aside(profile: ClusterProfile, *, node: str, address: str, timeout
     return done
 
 
-@task(name="remove-member", **_RETRY)
+@policy.task("remove-member", timeout_s=300)
 def remove_member(profile: ClusterProfile, *, node: str, address: str) -> str:
     """4.2.4.x: `etcdctl member remove <id>` in a healthy etcd pod not on `node`, for the member
     `member_plan.plan_removal` picks (name AND peer URL); skipped when it is already gone."""
@@ -255,7 +254,7 @@ def remove_member(profile: ClusterProfile, *, node: str, address: str) -> str:
     return f"removed member {target.describe()} through {pod}"
 
 
-@task(name="delete-member-secrets", **_RETRY)
+@policy.task("delete-member-secrets", timeout_s=300)
 def delete_member_secrets(profile: ClusterProfile, *, node: str) -> list[str]:
     """4.2.4.x: delete `etcd-peer-<node>`, `etcd-serving-<node>`, `etcd-serving-metrics-<node>`;
     each one already gone is skipped."""
@@ -299,7 +298,7 @@ def _approve_csrs_of(profile: ClusterProfile, node: str | None) -> list[str]:
     return approved
 
 
-@task(name="replace-machine", **_RETRY)
+@policy.task("replace-machine", timeout_s=7200)
 def replace_machine(
     profile: ClusterProfile, *, node: str, old_name: str | None, timeout: float
 ) -> dict[str, Any]:
@@ -372,7 +371,7 @@ def replace_machine(
     }
 
 
-@task(name="force-redeployment", **_RETRY)
+@policy.task("force-redeployment", timeout_s=300)
 def force_redeployment(profile: ClusterProfile, *, prefix: str) -> int:
     """`oc patch etcd cluster` with `forceRedeploymentReason: <prefix>-<date --rfc-3339=ns>`;
     returns the latest revision before, which the wait compares with."""
@@ -385,7 +384,7 @@ def force_redeployment(profile: ClusterProfile, *, prefix: str) -> int:
     return before
 
 
-@task(name="wait-rollout", **_RETRY)
+@policy.task("wait-rollout", timeout_s=7200)
 def wait_rollout(profile: ClusterProfile, *, after: int, timeout: float) -> str:
     """NodeInstallerProgressing False/AllNodesAtLatestRevision for a revision newer than `after`."""
 
@@ -396,7 +395,7 @@ def wait_rollout(profile: ClusterProfile, *, after: int, timeout: float) -> str:
     return poll("etcd to reach AllNodesAtLatestRevision", probe, timeout=timeout)
 
 
-@task(name="wait-etcd-pods", **_RETRY)
+@policy.task("wait-etcd-pods", timeout_s=7200)
 def wait_etcd_pods(profile: ClusterProfile, *, count: int, timeout: float) -> int:
     """4.2.4.1 verification: wait up to `timeout` for `count` running, ready etcd pods; returns how
     many there are at the end (fewer is not an error: the caller forces a redeployment)."""
@@ -414,7 +413,7 @@ def wait_etcd_pods(profile: ClusterProfile, *, count: int, timeout: float) -> in
         time.sleep(2)
 
 
-@task(name="verify-members", **_RETRY)
+@policy.task("verify-members", timeout_s=7200)
 def verify_members(profile: ClusterProfile, *, timeout: float) -> list[str]:
     """Verification: one started member per control-plane node (`etcdctl member list`) and every
     endpoint healthy (`etcdctl endpoint health --cluster`). More members than control-plane nodes

@@ -18,14 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import errors, restore_plan
 from etcdguard.core.profile import ClusterProfile
+from tasks import _policy as policy
 from tasks import _wait, catalogue
-from tasks._retry import BACKOFF, retry_transient
 
 __all__ = [
     "BACKUP_DIR",
@@ -47,7 +47,6 @@ RESTORED_MARKER = f"{BACKUP_DIR}/.etcdguard-restored"
 _ETCD_ENV = "/etc/kubernetes/static-pod-resources/etcd-certs/configmaps/etcd-scripts/etcd.env"
 _CV_KEY = "/kubernetes.io/config.openshift.io/clusterversions/version"
 _PROXY_KEY = "/kubernetes.io/config.openshift.io/proxies/cluster"
-_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
 
 
 def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, first: float = 1.0) -> str:
@@ -69,7 +68,7 @@ def _sh(host: HostSession, script: str, *, timeout: float = 60.0, check: bool = 
     return host.run(["sh", "-c", script], sudo=True, timeout=timeout, check=check).stdout
 
 
-@task(name="probe-host", retries=1, retry_delay_seconds=1, retry_condition_fn=retry_transient)
+@policy.task("probe-host", timeout_s=300, retries=1)
 def probe_host(
     profile: ClusterProfile, *, name: str, address: str, read_version: bool
 ) -> restore_plan.HostProbe:
@@ -119,7 +118,7 @@ def probe_host(
     )
 
 
-@task(name="write-journal", **_RETRY)
+@policy.task("write-journal", timeout_s=300)
 def write_journal(profile: ClusterProfile, *, journal: restore_plan.RestoreJournal) -> None:
     """Write (replace) the restore journal on the recovery host."""
     with _session(profile, journal.recovery_node, journal.recovery_address) as host:
@@ -139,7 +138,7 @@ def _original_chunks(
             yield plain
 
 
-@task(name="copy-backup", **_RETRY)
+@policy.task("copy-backup", timeout_s=3600)
 def copy_backup(
     profile: ClusterProfile, *, node: str, address: str, entry: catalogue.CatalogueEntry
 ) -> list[str]:
@@ -200,7 +199,7 @@ def _gone(host: HostSession, name: str) -> tuple[bool, str]:
     )
 
 
-@task(name="stop-static-pods", **_RETRY)
+@policy.task("stop-static-pods", timeout_s=300)
 def stop_static_pods(
     profile: ClusterProfile, *, node: str, address: str, timeout: float = 300.0
 ) -> list[str]:
@@ -229,7 +228,7 @@ def stop_static_pods(
     return actions or ["already stopped, data directory already moved"]
 
 
-@task(name="cluster-restore.sh", retries=0)
+@policy.task("cluster-restore.sh", timeout_s=3600, retries=0)
 def run_restore_script(
     profile: ClusterProfile, *, node: str, address: str, proxy_env: dict[str, str], started_before: bool
 ) -> str:
@@ -260,14 +259,14 @@ def run_restore_script(
     return f"ran in {time.monotonic() - started:.1f} s"
 
 
-@task(name="restart-kubelet", **_RETRY)
+@policy.task("restart-kubelet", timeout_s=300)
 def restart_kubelet(profile: ClusterProfile, *, node: str, address: str) -> None:
     """Step 8: `sudo systemctl restart kubelet.service` (harmless to repeat)."""
     with _session(profile, node, address) as host:
         host.run(["systemctl", "restart", "kubelet.service"], sudo=True)
 
 
-@task(name="wait-etcd-container", **_RETRY)
+@policy.task("wait-etcd-container", timeout_s=7200)
 def wait_etcd_container(profile: ClusterProfile, *, node: str, address: str, timeout: float) -> str:
     """Step 10a: on the recovery host, `crictl ps` shows the etcd container running."""
     with _session(profile, node, address) as host:
@@ -281,7 +280,7 @@ def wait_etcd_container(profile: ClusterProfile, *, node: str, address: str, tim
         return poll(f"the restored etcd to run on {node}", probe, timeout=timeout)
 
 
-@task(name="clean-up-host", **_RETRY)
+@policy.task("clean-up-host", timeout_s=300)
 def clean_up_host(profile: ClusterProfile, *, node: str, address: str) -> None:
     """After a completed restore: remove /home/core/backup from the recovery host (the tarball
     holds the etcd encryption keys) with the journal and marker, so a later restore starts fresh."""

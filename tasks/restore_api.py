@@ -13,14 +13,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import csr, errors, preflight, restore_plan
 from etcdguard.core.profile import ClusterProfile
+from tasks import _policy as policy
 from tasks import catalogue, certs
-from tasks._retry import BACKOFF, retry_transient
 from tasks.restore import poll
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
 
 MACHINE_NAMESPACE = "openshift-machine-api"
 _MASTER_LABELS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
-_RETRY: dict[str, Any] = {"retries": 3, "retry_delay_seconds": BACKOFF, "retry_condition_fn": retry_transient}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -95,7 +94,7 @@ def _read(kube: KubeClient) -> ApiFacts:
     )
 
 
-@task(name="read-api")
+@policy.task("read-api", timeout_s=300, retries=0)
 def read_api(profile: ClusterProfile, *, attempts: int = 3) -> ApiFacts | None:
     """The cluster's facts, or None when the API does not answer after `attempts` tries (lost
     quorum: the API is down with it)."""
@@ -110,7 +109,7 @@ def read_api(profile: ClusterProfile, *, attempts: int = 3) -> ApiFacts | None:
     return None
 
 
-@task(name="find-and-verify-backup", **_RETRY)
+@policy.task("find-and-verify-backup", timeout_s=300)
 def find_and_verify_backup(
     profile: ClusterProfile, *, backup_id: str | None, version: str | None
 ) -> tuple[catalogue.CatalogueEntry, list[str]]:
@@ -150,7 +149,7 @@ def find_and_verify_backup(
     return entry, checked
 
 
-@task(name="newest-backup-version", **_RETRY)
+@policy.task("newest-backup-version", timeout_s=300)
 def newest_backup_version(profile: ClusterProfile) -> str | None:
     """The z-stream of the cluster's newest complete backup (of any z-stream), or None."""
     with ObjectStore(profile.storage) as store:
@@ -158,7 +157,7 @@ def newest_backup_version(profile: ClusterProfile) -> str | None:
     return entries[-1].manifest.ocp_version if entries else None
 
 
-@task(name="approve-csrs", **_RETRY)
+@policy.task("approve-csrs", timeout_s=300)
 def approve_valid_csrs(profile: ClusterProfile) -> list[str]:
     """Step 9: approve every pending kubelet CSR that `etcdguard.core.csr` validates against the
     Machines; the others are left pending and logged."""
@@ -174,7 +173,7 @@ def approve_valid_csrs(profile: ClusterProfile) -> list[str]:
     return approved
 
 
-@task(name="wait-etcd-pod", **_RETRY)
+@policy.task("wait-etcd-pod", timeout_s=7200)
 def wait_api_etcd_pod(profile: ClusterProfile, *, node: str, timeout: float) -> str:
     """Step 10b: the API answers and lists `etcd-<recovery node>` Running and ready."""
 
@@ -203,7 +202,7 @@ def _node_ready(kube: KubeClient, name: str) -> bool:
     return found is not None and found.get("status") == "True"
 
 
-@task(name="replace-machine", **_RETRY)
+@policy.task("replace-machine", timeout_s=7200)
 def replace_machine(
     profile: ClusterProfile, *, old_name: str, backup_id: str, timeout: float
 ) -> dict[str, Any]:
@@ -270,7 +269,7 @@ def replace_machine(
     }
 
 
-@task(name="force-redeployment", **_RETRY)
+@policy.task("force-redeployment", timeout_s=300)
 def force_redeployment(profile: ClusterProfile, *, kind: str) -> int:
     """Steps 13 and 15: set `spec.forceRedeploymentReason` to `recovery-<now>`; returns the latest
     revision before, which the wait compares with."""
@@ -283,7 +282,7 @@ def force_redeployment(profile: ClusterProfile, *, kind: str) -> int:
     return before
 
 
-@task(name="wait-rollout", **_RETRY)
+@policy.task("wait-rollout", timeout_s=7200)
 def wait_rollout(profile: ClusterProfile, *, kind: str, after: int, timeout: float) -> str:
     """Steps 14 and 15: wait until NodeInstallerProgressing says AllNodesAtLatestRevision for a
     revision newer than `after`."""
@@ -295,7 +294,7 @@ def wait_rollout(profile: ClusterProfile, *, kind: str, after: int, timeout: flo
     return poll(f"{kind} to reach AllNodesAtLatestRevision", probe, timeout=timeout)
 
 
-@task(name="verify-etcd", **_RETRY)
+@policy.task("verify-etcd", timeout_s=7200)
 def verify_etcd(profile: ClusterProfile, *, timeout: float) -> list[str]:
     """Step 16: every control-plane node has a Running, ready etcd pod, and `etcdctl endpoint
     health --cluster` finds every member healthy, one per control-plane node."""
@@ -338,7 +337,7 @@ def verify_etcd(profile: ClusterProfile, *, timeout: float) -> list[str]:
     return lines
 
 
-@task(name="storage-caveats", **_RETRY)
+@policy.task("storage-caveats", timeout_s=300)
 def storage_caveats(profile: ClusterProfile) -> list[str]:
     """4.3.2.3 made concrete: the PersistentVolumes and VolumeAttachments the restored etcd
     describes, whose real state (volume contents, attachments) may differ from it."""

@@ -17,7 +17,8 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="etcdguard-prefect
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 # Tasks retry transient errors after 5, 20 and 60 s; tests that inject such errors would wait
-# minutes. Prefect reads the delays when `tasks` is imported, hence here, before any test module.
+# minutes. The delays are read when a retry first needs one (tasks/_policy.py), in this process and
+# in the flow-run processes that served deployments start, which inherit the environment.
 os.environ.setdefault("ETCDGUARD_RETRY_DELAYS", "0.5,1,2")
 
 
