@@ -34,7 +34,8 @@ def test_every_task_comes_from_the_one_declaration() -> None:
     for where, declared in found:
         assert declared.retry_delay_seconds is _policy.backoff, where
         assert declared.retry_condition_fn is _policy.retry_transient, where
-        assert declared.timeout_seconds is not None and declared.timeout_seconds > 0, where
+        assert declared.timeout_seconds is not None, where
+        assert declared.timeout_seconds > 0, where
         assert declared.retries in (0, 1, _policy.RETRIES), where
 
 
