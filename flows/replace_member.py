@@ -29,6 +29,7 @@ from etcdguard.core import errors, member_plan, member_steps, profile
 from flows._approval import ApprovalRecord, request_approval
 from flows._prefect import cluster_lock_name, ensure_cluster_lock, send_event
 from flows.backup import etcd_backup
+from tasks import kube as kube_tasks
 from tasks import replace_member as t
 
 __all__ = ["ReplaceOutcome", "replace_etcd_member"]
@@ -178,62 +179,81 @@ def _new_machine_name(diagnosis: member_plan.Diagnosis, view: t.ClusterView) -> 
 
 def _replace_machine_member(
     cluster_profile: profile.ClusterProfile, diagnosis: member_plan.Diagnosis, journal: _Journal
-) -> dict[str, object]:
-    """4.2.4.1."""
+) -> kube_tasks.MachineReplacement:
+    """4.2.4.1 (the machine is not running, or the node is not ready)."""
     node, address = str(diagnosis.node), str(diagnosis.address)
+    # 4.2.4.1 step 1: remove the unhealthy member (`etcdctl member remove`), from a healthy pod.
     if diagnosis.address is not None:
         journal.note(
             journal.run("remove member", lambda: t.remove_member(cluster_profile, node=node, address=address))
         )
+    # 4.2.4.1 step 2: delete the removed member's old secrets (peer, serving, serving-metrics).
     journal.note(*journal.run("delete secrets", lambda: t.delete_member_secrets(cluster_profile, node=node)))
+    # 4.2.4.1 step 3: delete and re-create the control-plane machine (a copy first, see tasks.kube).
     machine = journal.run(
         "re-create machine",
-        lambda: t.replace_machine(
-            cluster_profile, node=node, old_name=diagnosis.machine, timeout=MACHINE_TIMEOUT_S
+        lambda: kube_tasks.replace_machine(
+            cluster_profile,
+            old_name=diagnosis.machine,
+            annotations={
+                member_plan.REPLACES_NODE_ANNOTATION: node,
+                member_steps.REPLACES_MACHINE_ANNOTATION: str(diagnosis.machine or ""),
+            },
+            marker=member_plan.REPLACES_NODE_ANNOTATION,
+            csrs_of_new_node_only=True,
+            timeout=MACHINE_TIMEOUT_S,
+            guide_step="4.2.4.1 step 3",
+            rerun_hint=t.RERUN_HINT,
         ),
     )
     journal.note(
-        f"Machine {machine['new']} replaces {machine['old']}: {machine['state']}",
-        *(f"approved CSR {c}" for c in machine["csrs_approved"]),
+        f"Machine {machine.new} replaces {machine.old}: {machine.state}",
+        *(f"approved CSR {c}" for c in machine.csrs_approved),
     )
+    # 4.2.4.1 step 3 (end): the new machine's etcd pod runs; if not, force a new revision.
     pods = journal.run(
         "wait for etcd pods", lambda: t.wait_etcd_pods(cluster_profile, count=3, timeout=ETCD_PODS_WAIT_S)
     )
     if pods < 3:
         journal.note(f"only {pods} etcd pods after {ETCD_PODS_WAIT_S:.0f} s: forcing a redeployment")
-        before = journal.run(
-            "force redeployment", lambda: t.force_redeployment(cluster_profile, prefix="recovery")
-        )
-        journal.note(
-            journal.run(
-                "rollout", lambda: t.wait_rollout(cluster_profile, after=before, timeout=ROLLOUT_TIMEOUT_S)
-            )
-        )
+        _redeploy_etcd(cluster_profile, journal, prefix="recovery")
     return machine
+
+
+def _redeploy_etcd(cluster_profile: profile.ClusterProfile, journal: _Journal, *, prefix: str) -> None:
+    before = journal.run(
+        "force redeployment",
+        lambda: kube_tasks.force_redeployment(cluster_profile, kind="Etcd", prefix=prefix),
+    )
+    journal.note(
+        journal.run(
+            "rollout",
+            lambda: kube_tasks.wait_rollout(
+                cluster_profile, kind="Etcd", after=before, timeout=ROLLOUT_TIMEOUT_S, rerun_hint=t.RERUN_HINT
+            ),
+        )
+    )
 
 
 def _replace_crashlooping_member(
     cluster_profile: profile.ClusterProfile, diagnosis: member_plan.Diagnosis, journal: _Journal
 ) -> None:
-    """4.2.4.2."""
+    """4.2.4.2 (the etcd pod is crash-looping)."""
     node, address = str(diagnosis.node), str(diagnosis.address)
+    # 4.2.4.2 step 1: stop the crash-looping etcd pod (manifest out, data directory aside).
     journal.note(
         *journal.run(
             "move etcd aside", lambda: t.move_etcd_aside(cluster_profile, node=node, address=address)
         )
     )
+    # 4.2.4.2 step 2: remove the unhealthy member.
     journal.note(
         journal.run("remove member", lambda: t.remove_member(cluster_profile, node=node, address=address))
     )
+    # 4.2.4.2 step 3: delete the removed member's old secrets.
     journal.note(*journal.run("delete secrets", lambda: t.delete_member_secrets(cluster_profile, node=node)))
-    before = journal.run(
-        "force redeployment", lambda: t.force_redeployment(cluster_profile, prefix="single-master-recovery")
-    )
-    journal.note(
-        journal.run(
-            "rollout", lambda: t.wait_rollout(cluster_profile, after=before, timeout=ROLLOUT_TIMEOUT_S)
-        )
-    )
+    # 4.2.4.2 step 4: force the etcd redeployment and wait for every node at the new revision.
+    _redeploy_etcd(cluster_profile, journal, prefix="single-master-recovery")
 
 
 def _report(
@@ -325,13 +345,13 @@ def _replace(
             timeout_s=approval_timeout_s,
         )
     )
-    machine: dict[str, object] = {}
+    machine: kube_tasks.MachineReplacement | None = None
     if diagnosis.procedure == "4.2.4.1":
         machine = _replace_machine_member(cluster_profile, diagnosis, journal)
     else:
         _replace_crashlooping_member(cluster_profile, diagnosis, journal)
     members = journal.run("verify", lambda: t.verify_members(cluster_profile, timeout=VERIFY_TIMEOUT_S))
-    new_node = str(machine.get("node")) if machine.get("node") else None
+    new_node = machine.node if machine is not None else None
     message = (
         f"The etcd member of {diagnosis.node} was replaced (procedure {diagnosis.procedure}"
         + (f", new node {new_node}" if new_node else "")
@@ -345,7 +365,7 @@ def _replace(
         state=diagnosis.state,
         procedure=diagnosis.procedure,
         backup_id=backup_id,
-        new_machine=str(machine["new"]) if machine.get("new") else None,
+        new_machine=machine.new if machine is not None else None,
         new_node=new_node,
         steps=list(journal.steps),
         timings=dict(journal.timings),

@@ -33,25 +33,28 @@ from prefect.artifacts import create_markdown_artifact
 from etcdguard.core import errors, preflight, profile, restore_plan, versions
 from flows._approval import ApprovalRecord, request_approval
 from tasks import catalogue
+from tasks import kube as kube_tasks
 from tasks import restore as host_tasks
 from tasks import restore_api as api_tasks
 
-__all__ = ["STEPS", "RestoreOutcome", "restore_cluster"]
+__all__ = ["GUIDE_STEPS", "STEPS", "RestoreOutcome", "restore_cluster"]
 
 T = TypeVar("T")
-STEPS = (
-    "copy-backup",
-    "stop-static-pods",
-    "cluster-restore.sh",
-    "restart-kubelets",
-    "single-member",
-    "replace-machines",
-    "redeploy-etcd",
-    "redeploy-kube-apiserver",
-    "redeploy-kube-controller-manager",
-    "redeploy-kube-scheduler",
-    "verify",
-)
+# Each step the flow journals: its name (journal, test hook) and the guide step it performs.
+GUIDE_STEPS = {
+    "copy-backup": "4.3.2.2 step 3: copy the etcd backup directory to the recovery host",
+    "stop-static-pods": "4.3.2.2 step 4: stop the static pods on the other control-plane hosts",
+    "cluster-restore.sh": "4.3.2.2 steps 6-7: export the proxy variables, run cluster-restore.sh",
+    "restart-kubelets": "4.3.2.2 step 8: restart the kubelet service on all control-plane hosts",
+    "single-member": "4.3.2.2 steps 9-10: approve the pending CSRs, verify the single-member control plane",
+    "replace-machines": "4.3.2.2 step 11: delete and re-create the other control-plane machines, one at a time",
+    "redeploy-etcd": "4.3.2.2 steps 13-14: force the etcd redeployment, wait for every node at the latest revision",
+    "redeploy-kube-apiserver": "4.3.2.2 step 15: force the kube-apiserver rollout",
+    "redeploy-kube-controller-manager": "4.3.2.2 step 15: force the kube-controller-manager rollout",
+    "redeploy-kube-scheduler": "4.3.2.2 step 15: force the kube-scheduler rollout",
+    "verify": "4.3.2.2 step 16: verify every control-plane host is up and joined the cluster",
+}
+STEPS = tuple(GUIDE_STEPS)
 STOP_AFTER_ENV = "ETCDGUARD_RESTORE_STOP_AFTER"
 _REDEPLOY = {
     "redeploy-etcd": "Etcd",
@@ -178,10 +181,7 @@ def _gates(
     lost = restore_plan.lost_hosts(probes, ready_nodes=set(facts.ready) if facts and not resumed else None)
     others = [p for p in probes if p.reachable and p.name != recovery.name]
     machines = sorted(
-        str(m["metadata"]["name"])
-        for m in (facts.machines if facts else ())
-        if ((m.get("status") or {}).get("nodeRef") or {}).get("name") != recovery.name
-        and restore_plan.RECREATED_ANNOTATION not in (m["metadata"].get("annotations") or {})
+        restore_plan.machines_to_recreate(facts.machines if facts else (), recovery_node=recovery.name)
     )
     if facts is not None:
         proxy_env, proxy_note = facts.proxy_env, "from the API's Proxy object"
@@ -231,7 +231,7 @@ class _Runner:
             logger.info("Step %s was done by an earlier run; skipped.", name)
             self.skipped.append(name)
             return None
-        logger.info("Step %s ...", name)
+        logger.info("%s (step %s) ...", GUIDE_STEPS.get(name, name), name)
         started = time.monotonic()
         result = action()
         self.durations[name] = round(time.monotonic() - started, 1)
@@ -284,13 +284,18 @@ def _procedure(
 ) -> tuple[list[str], list[str]]:
     recovery = gates.recovery
     at = {"node": recovery.name, "address": recovery.address}
+    # 4.3.2.2 step 3: copy the etcd backup directory to the recovery host.
     runner.step("copy-backup", lambda: host_tasks.copy_backup(cluster_profile, entry=gates.entry, **at))
+    # 4.3.2.2 step 4: stop the static pods on the other control-plane hosts (etcd, kube-apiserver,
+    # /var/lib/etcd moved aside).
     runner.step(
         "stop-static-pods",
         lambda: [
             host_tasks.stop_static_pods(cluster_profile, node=p.name, address=p.address) for p in gates.others
         ],
     )
+    # 4.3.2.2 steps 6-7: export the proxy variables and run cluster-restore.sh on the recovery host
+    # (not repeatable on its own: journaled as started before it runs).
     if "cluster-restore.sh" not in runner.journal.steps:
         runner.mark("cluster-restore.sh:started")
     started_before = "cluster-restore.sh:started" in (gates.journal.steps if gates.journal else ())
@@ -300,6 +305,7 @@ def _procedure(
             cluster_profile, proxy_env=gates.proxy_env, started_before=started_before, **at
         ),
     )
+    # 4.3.2.2 step 8: restart the kubelet service on all control-plane hosts.
     runner.step(
         "restart-kubelets",
         lambda: [
@@ -309,11 +315,14 @@ def _procedure(
     )
 
     def single_member() -> None:
+        # 4.3.2.2 step 10: the etcd container runs on the recovery host, its pod in the API.
         host_tasks.wait_etcd_container(cluster_profile, timeout=_WAIT, **at)
         api_tasks.wait_api_etcd_pod(cluster_profile, node=recovery.name, timeout=_WAIT)
+        # 4.3.2.2 step 9: approve the pending CSRs that the validator accepts.
         for line in api_tasks.approve_valid_csrs(cluster_profile):
             get_run_logger().info("Approved CSR %s.", line)
 
+    # 4.3.2.2 steps 9-10: approve the pending CSRs, verify the single-member control plane.
     runner.step("single-member", single_member)
     replaced: list[str] = []
 
@@ -321,26 +330,35 @@ def _procedure(
         facts = api_tasks.read_api(cluster_profile)
         if facts is None:
             raise errors.TransientError("The API stopped answering before the machines could be re-created.")
-        for machine in facts.machines:
-            name = str(machine["metadata"]["name"])
-            ref = ((machine.get("status") or {}).get("nodeRef") or {}).get("name")
-            if ref == recovery.name or restore_plan.RECREATED_ANNOTATION in (
-                machine["metadata"].get("annotations") or {}
-            ):
-                continue
-            done = api_tasks.replace_machine(
-                cluster_profile, old_name=name, backup_id=gates.entry.manifest.backup_id, timeout=_WAIT
+        backup_id = gates.entry.manifest.backup_id
+        for name in restore_plan.machines_to_recreate(facts.machines, recovery_node=recovery.name):
+            done = kube_tasks.replace_machine(
+                cluster_profile,
+                old_name=name,
+                annotations={restore_plan.RECREATED_ANNOTATION: f"{backup_id} replaces {name}"},
+                marker=restore_plan.RECREATED_ANNOTATION,
+                csrs_of_new_node_only=False,
+                timeout=_WAIT,
+                guide_step="4.3.2.2 step 11",
+                rerun_hint=host_tasks.RERUN_HINT,
             )
-            replaced.append(f"{done['old']} -> {done['new']} ({done['seconds']} s)")
+            replaced.append(f"{done.old} -> {done.new} ({done.seconds} s)")
 
+    # 4.3.2.2 step 11: delete and re-create the other control-plane machines, one at a time.
     runner.step("replace-machines", replace_machines)
+    # 4.3.2.2 step 12 (a cluster-admin login) is the profile's kubeconfig.
+    # 4.3.2.2 steps 13-14: force the etcd redeployment and wait until every node is at the latest
+    # revision; 4.3.2.2 step 15: the same for kube-apiserver, kube-controller-manager, kube-scheduler.
     for step, kind in _REDEPLOY.items():
 
         def redeploy(kind: str = kind) -> str:
-            before = api_tasks.force_redeployment(cluster_profile, kind=kind)
-            return api_tasks.wait_rollout(cluster_profile, kind=kind, after=before, timeout=_WAIT)
+            before = kube_tasks.force_redeployment(cluster_profile, kind=kind)
+            return kube_tasks.wait_rollout(
+                cluster_profile, kind=kind, after=before, timeout=_WAIT, rerun_hint=host_tasks.RERUN_HINT
+            )
 
         runner.step(step, redeploy)
+    # 4.3.2.2 step 16: verify that every control-plane host is up and joined the cluster.
     verification = runner.step("verify", lambda: api_tasks.verify_etcd(cluster_profile, timeout=_WAIT)) or []
     return replaced, verification
 

@@ -15,13 +15,12 @@ from typing import Any
 from prefect import get_run_logger, runtime
 
 from etcdguard.clients.kube import KubeClient
-from etcdguard.core import csr, errors
+from etcdguard.core import csr, errors, openshift
 from etcdguard.core.profile import ClusterProfile
 from tasks import _policy as policy
 
-__all__ = ["Observation", "approve_csr", "observe"]
+__all__ = ["Observation", "approve_csr", "approve_validated", "observe"]
 
-_MACHINE_NAMESPACE = "openshift-machine-api"
 _CONFLICT_ATTEMPTS = 3
 
 
@@ -50,7 +49,7 @@ def observe(profile: ClusterProfile, *, operators: bool = False) -> Observation:
     does not answer."""
     with KubeClient(profile.api) as kube:
         objects = kube.list_objects("CertificateSigningRequest")
-        machines = kube.list_objects("Machine", namespace=_MACHINE_NAMESPACE)
+        machines = kube.list_objects("Machine", namespace=openshift.MACHINE_NAMESPACE)
         nodes = kube.list_objects("Node")
         cos = kube.list_objects("ClusterOperator") if operators else []
     views = tuple(csr.CsrView.from_object(o) for o in objects)
@@ -66,6 +65,31 @@ def observe(profile: ClusterProfile, *, operators: bool = False) -> Observation:
 
 @policy.task("approve-csr", timeout_s=300)
 def approve_csr(profile: ClusterProfile, *, verdict: csr.CsrVerdict, request: str) -> str:
+    """`_approve` as a task of its own (the certificate flows approve CSRs one by one)."""
+    return _approve(profile, verdict=verdict, request=request)
+
+
+def approve_validated(profile: ClusterProfile, *, node: str | None = None) -> list[str]:
+    """Approve every pending kubelet CSR that `etcdguard.core.csr` validates against the Machines
+    (only those of `node` when given); the others stay pending and are logged with the reasons.
+    A plain function: the tasks that wait for nodes call it on every round, inside their own
+    retries and timeout. Returns `<csr> (<kind>, <node>)` for each CSR approved now."""
+    logger = get_run_logger()
+    seen = observe(profile)
+    plan = csr.plan_approvals(seen.csrs, machines=seen.machine_addresses, nodes_existing=seen.node_names)
+    for verdict in plan.refuse:
+        if node is None or verdict.node_name == node:
+            logger.warning("Not approving CSR %s: %s", verdict.name, " ".join(verdict.reasons))
+    approved = []
+    for verdict in plan.approve:
+        if node is not None and verdict.node_name != node:
+            continue
+        if _approve(profile, verdict=verdict, request=seen.requests[verdict.name]) == "approved":
+            approved.append(f"{verdict.name} ({verdict.kind}, {verdict.node_name})")
+    return approved
+
+
+def _approve(profile: ClusterProfile, *, verdict: csr.CsrVerdict, request: str) -> str:
     """`oc adm certificate approve <name>`, for a CSR the validator accepted: re-read it, refuse if
     it is now denied or its request changed, do nothing if it is already approved, else append the
     Approved condition and PUT `/approval` (re-read and retried on a 409 conflict).

@@ -1,6 +1,6 @@
 """Tasks of the replace-etcd-member flow (guide 4.2): each does one thing against one system,
 checks the current state first (so a re-run skips what is done) and retries only transient
-failures (`tasks._retry`).
+failures (`tasks._policy`). Machine re-creation and forced redeployments are in `tasks.kube`.
 
 `observe` is a plain read (no side effect, no Prefect task) that the flow also calls while it
 waits; `etcdctl` runs in a healthy etcd pod's `etcdctl` container, as `oc rsh` does.
@@ -20,44 +20,36 @@ from prefect import get_run_logger
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.core import csr, errors, member_plan, member_steps, preflight
+from etcdguard.core import csr, errors, member_plan, member_steps, openshift
 from etcdguard.core.profile import ClusterProfile
 from tasks import _policy as policy
-from tasks import _wait, catalogue, certs
+from tasks import _wait, catalogue
 
 __all__ = [
     "ETCD_NAMESPACE",
     "MACHINE_NAMESPACE",
+    "RERUN_HINT",
     "ClusterView",
     "delete_member_secrets",
-    "force_redeployment",
     "move_etcd_aside",
     "newest_backup",
     "observe",
     "poll",
     "read_cluster",
     "remove_member",
-    "replace_machine",
     "verify_members",
     "wait_etcd_pods",
-    "wait_rollout",
 ]
 
-ETCD_NAMESPACE = "openshift-etcd"
-MACHINE_NAMESPACE = "openshift-machine-api"
+ETCD_NAMESPACE = openshift.ETCD_NAMESPACE
+MACHINE_NAMESPACE = openshift.MACHINE_NAMESPACE
+RERUN_HINT = "run replace-etcd-member again with member=<node>: it skips the steps already done."
 SECRET_KINDS = ("peer", "serving", "serving-metrics")
-_MASTER_LABELS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
 
 
 def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, first: float = 1.0) -> str:
     """`tasks._wait.poll` with this flow's re-run advice."""
-    return _wait.poll(
-        what,
-        probe,
-        timeout=timeout,
-        first=first,
-        rerun_hint="run replace-etcd-member again with member=<node>: it skips the steps already done.",
-    )
+    return _wait.poll(what, probe, timeout=timeout, first=first, rerun_hint=RERUN_HINT)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -80,7 +72,7 @@ class ClusterView:
         """Control-plane node -> InternalIP."""
         out = {}
         for node in self.nodes:
-            if any(label in (node["metadata"].get("labels") or {}) for label in _MASTER_LABELS):
+            if openshift.is_control_plane_node(node):
                 ip = next(
                     (
                         a["address"]
@@ -269,130 +261,6 @@ def delete_member_secrets(profile: ClusterProfile, *, node: str) -> list[str]:
                 done.append(f"secret {name} was already gone")
     get_run_logger().info("%s.", "; ".join(done))
     return done
-
-
-def _node_ready(kube: KubeClient, name: str) -> bool:
-    try:
-        node = kube.get("Node", name)
-    except errors.NotFoundError:
-        return False
-    found = preflight.condition(node, "Ready")
-    return found is not None and found.get("status") == "True"
-
-
-def _approve_csrs_of(profile: ClusterProfile, node: str | None) -> list[str]:
-    """Approve the pending CSRs of `node` (only those) that `etcdguard.core.csr` validates."""
-    if node is None:
-        return []
-    seen = certs.observe(profile)
-    plan = csr.plan_approvals(seen.csrs, machines=seen.machine_addresses, nodes_existing=seen.node_names)
-    approved = []
-    for verdict in plan.approve:
-        if verdict.node_name != node:
-            continue
-        if certs.approve_csr.fn(profile, verdict=verdict, request=seen.requests[verdict.name]) == "approved":
-            approved.append(f"{verdict.name} ({verdict.kind})")
-    for verdict in plan.refuse:
-        if verdict.node_name == node:
-            get_run_logger().warning("Not approving CSR %s: %s", verdict.name, " ".join(verdict.reasons))
-    return approved
-
-
-@policy.task("replace-machine", timeout_s=7200)
-def replace_machine(
-    profile: ClusterProfile, *, node: str, old_name: str | None, timeout: float
-) -> dict[str, Any]:
-    """4.2.4.1 step 3: the Machine of `node` saved and cleaned (`member_steps.clean_machine`), created
-    under the next free name, the old one deleted; then wait until the new one is Running with a
-    Ready node, approving that node's CSRs once `etcdguard.core.csr` validated them.
-
-    The copy is created BEFORE the old Machine is deleted (the guide deletes first): an interruption
-    between the two then loses nothing, and a re-run finds the copy by its annotation instead of
-    needing the deleted Machine's YAML."""
-    logger = get_run_logger()
-    started = time.monotonic()
-    approved: list[str] = []
-    with KubeClient(profile.api) as kube:
-        machines = kube.list_objects("Machine", namespace=MACHINE_NAMESPACE)
-        annotation = member_plan.REPLACES_NODE_ANNOTATION
-        copy = next(
-            (m for m in machines if (m["metadata"].get("annotations") or {}).get(annotation) == node), None
-        )
-        old = next((m for m in machines if old_name and m["metadata"]["name"] == old_name), None)
-        if copy is None:
-            if old is None:
-                raise errors.NotFoundError(
-                    f"Machine {old_name} of {node} is gone and no copy of it exists; create the new control-plane "
-                    "machine by hand (guide 4.2.4.1 step 3), then run the flow again."
-                )
-            new_name = member_steps.next_machine_name(
-                str(old_name), [m["metadata"]["name"] for m in machines]
-            )
-            kube.create(
-                "Machine",
-                member_steps.clean_machine(old, new_name=new_name, node=node),
-                namespace=MACHINE_NAMESPACE,
-            )
-            logger.info("Created Machine %s to replace %s.", new_name, old_name)
-        else:
-            new_name = str(copy["metadata"]["name"])
-            logger.info("Machine %s already replaces %s; waiting for it.", new_name, old_name)
-        if old is not None:
-            try:
-                kube.delete("Machine", str(old_name), namespace=MACHINE_NAMESPACE)
-                logger.info("Deleted Machine %s.", old_name)
-            except errors.NotFoundError:
-                pass
-        new_node: dict[str, str | None] = {"name": None}
-
-        def probe() -> tuple[bool, str]:
-            machine = kube.get("Machine", new_name, namespace=MACHINE_NAMESPACE)
-            status = machine.get("status") or {}
-            dns = next(
-                (a["address"] for a in status.get("addresses") or [] if a.get("type") == "InternalDNS"), None
-            )
-            new_node["name"] = (status.get("nodeRef") or {}).get("name") or dns
-            approved.extend(_approve_csrs_of(profile, new_node["name"]))
-            phase = status.get("phase") or "no phase yet"
-            if phase != "Running" or not (status.get("nodeRef") or {}).get("name"):
-                return False, f"Machine {new_name} is {phase}"
-            if not _node_ready(kube, str(new_node["name"])):
-                return False, f"Machine {new_name} is Running, node {new_node['name']} is not Ready yet"
-            return True, f"Machine {new_name} is Running, node {new_node['name']} is Ready"
-
-        state = poll(f"Machine {new_name} to run", probe, timeout=timeout, first=1.0)
-    return {
-        "old": old_name,
-        "new": new_name,
-        "node": new_node["name"],
-        "csrs_approved": approved,
-        "seconds": round(time.monotonic() - started, 1),
-        "state": state,
-    }
-
-
-@policy.task("force-redeployment", timeout_s=300)
-def force_redeployment(profile: ClusterProfile, *, prefix: str) -> int:
-    """`oc patch etcd cluster` with `forceRedeploymentReason: <prefix>-<date --rfc-3339=ns>`;
-    returns the latest revision before, which the wait compares with."""
-    with KubeClient(profile.api) as kube:
-        cr = kube.get("Etcd", "cluster")
-        before = int((cr.get("status") or {}).get("latestAvailableRevision") or 0)
-        reason = member_steps.redeploy_reason(prefix, datetime.now(UTC))
-        kube.patch("Etcd", "cluster", {"spec": {"forceRedeploymentReason": reason}})
-    get_run_logger().info("etcd: forceRedeploymentReason %r (revision was %d).", reason, before)
-    return before
-
-
-@policy.task("wait-rollout", timeout_s=7200)
-def wait_rollout(profile: ClusterProfile, *, after: int, timeout: float) -> str:
-    """NodeInstallerProgressing False/AllNodesAtLatestRevision for a revision newer than `after`."""
-
-    def probe() -> tuple[bool, str]:
-        with KubeClient(profile.api) as kube:
-            return member_steps.rollout_done(kube.get("Etcd", "cluster"), after=after)
-
-    return poll("etcd to reach AllNodesAtLatestRevision", probe, timeout=timeout)
 
 
 @policy.task("wait-etcd-pods", timeout_s=7200)

@@ -30,6 +30,7 @@ from tasks import _wait, catalogue
 __all__ = [
     "BACKUP_DIR",
     "JOURNAL",
+    "RERUN_HINT",
     "clean_up_host",
     "copy_backup",
     "poll",
@@ -49,6 +50,9 @@ _CV_KEY = "/kubernetes.io/config.openshift.io/clusterversions/version"
 _PROXY_KEY = "/kubernetes.io/config.openshift.io/proxies/cluster"
 
 
+RERUN_HINT = "run restore-cluster again: it continues where it stopped."
+
+
 def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, first: float = 1.0) -> str:
     """`tasks._wait.poll` with this flow's re-run advice."""
     return _wait.poll(
@@ -56,7 +60,7 @@ def poll(what: str, probe: Callable[[], tuple[bool, str]], *, timeout: float, fi
         probe,
         timeout=timeout,
         first=first,
-        rerun_hint="run restore-cluster again: it continues where it stopped.",
+        rerun_hint=RERUN_HINT,
     )
 
 

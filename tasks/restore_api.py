@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger
 
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.core import csr, errors, preflight, restore_plan
+from etcdguard.core import errors, openshift, preflight
 from etcdguard.core.profile import ClusterProfile
 from tasks import _policy as policy
 from tasks import catalogue, certs
@@ -27,18 +26,12 @@ __all__ = [
     "ApiFacts",
     "approve_valid_csrs",
     "find_and_verify_backup",
-    "force_redeployment",
     "newest_backup_version",
     "read_api",
-    "replace_machine",
     "storage_caveats",
     "verify_etcd",
     "wait_api_etcd_pod",
-    "wait_rollout",
 ]
-
-MACHINE_NAMESPACE = "openshift-machine-api"
-_MASTER_LABELS = ("node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,37 +47,20 @@ class ApiFacts:
     """Control-plane Machines."""
 
 
-def _address(node: dict[str, Any]) -> str | None:
-    for item in (node.get("status") or {}).get("addresses") or []:
-        if item.get("type") == "InternalIP":
-            return str(item.get("address"))
-    return None
-
-
-def _is_master_machine(machine: dict[str, Any]) -> bool:
-    labels = (machine.get("metadata") or {}).get("labels") or {}
-    role = labels.get("machine.openshift.io/cluster-api-machine-role")
-    return role == "master" or (role is None and "-master-" in str(machine["metadata"]["name"]))
-
-
 def _read(kube: KubeClient) -> ApiFacts:
     clusterversion = kube.get("ClusterVersion", "version")
-    nodes = [
-        n
-        for n in kube.list_objects("Node")
-        if any(k in (n["metadata"].get("labels") or {}) for k in _MASTER_LABELS)
-    ]
+    nodes = [n for n in kube.list_objects("Node") if openshift.is_control_plane_node(n)]
     try:
         proxy: dict[str, Any] | None = kube.get("Proxy", "cluster")
     except errors.NotFoundError:
         proxy = None
-    machines = [m for m in kube.list_objects("Machine", namespace=MACHINE_NAMESPACE) if _is_master_machine(m)]
-    hosts = tuple(sorted((str(n["metadata"]["name"]), a) for n in nodes if (a := _address(n))))
-    ready = frozenset(
-        str(n["metadata"]["name"])
-        for n in nodes
-        if (c := preflight.condition(n, "Ready")) is not None and c.get("status") == "True"
-    )
+    machines = [
+        m
+        for m in kube.list_objects("Machine", namespace=openshift.MACHINE_NAMESPACE)
+        if openshift.is_control_plane_machine(m)
+    ]
+    hosts = tuple(sorted((str(n["metadata"]["name"]), a) for n in nodes if (a := openshift.internal_ip(n))))
+    ready = frozenset(str(n["metadata"]["name"]) for n in nodes if openshift.node_ready(n))
     return ApiFacts(
         clusterversion=clusterversion,
         control_plane=hosts,
@@ -161,16 +137,7 @@ def newest_backup_version(profile: ClusterProfile) -> str | None:
 def approve_valid_csrs(profile: ClusterProfile) -> list[str]:
     """Step 9: approve every pending kubelet CSR that `etcdguard.core.csr` validates against the
     Machines; the others are left pending and logged."""
-    logger = get_run_logger()
-    seen = certs.observe(profile)
-    plan = csr.plan_approvals(seen.csrs, machines=seen.machine_addresses, nodes_existing=seen.node_names)
-    for verdict in plan.refuse:
-        logger.warning("Not approving CSR %s: %s", verdict.name, " ".join(verdict.reasons))
-    approved = []
-    for verdict in plan.approve:
-        if certs.approve_csr.fn(profile, verdict=verdict, request=seen.requests[verdict.name]) == "approved":
-            approved.append(f"{verdict.name} ({verdict.kind}, {verdict.node_name})")
-    return approved
+    return certs.approve_validated(profile)
 
 
 @policy.task("wait-etcd-pod", timeout_s=7200)
@@ -179,7 +146,7 @@ def wait_api_etcd_pod(profile: ClusterProfile, *, node: str, timeout: float) -> 
 
     def probe() -> tuple[bool, str]:
         with KubeClient(profile.api) as kube:
-            pods = kube.list_objects("Pod", namespace="openshift-etcd", labels="app=etcd")
+            pods = kube.list_objects("Pod", namespace=openshift.ETCD_NAMESPACE, labels="app=etcd")
         mine = [p for p in pods if p["metadata"]["name"] == f"etcd-{node}"]
         if not mine:
             return False, f"no pod etcd-{node} yet"
@@ -193,107 +160,6 @@ def wait_api_etcd_pod(profile: ClusterProfile, *, node: str, timeout: float) -> 
     return poll("the single-member control plane", probe, timeout=timeout)
 
 
-def _node_ready(kube: KubeClient, name: str) -> bool:
-    try:
-        node = kube.get("Node", name)
-    except errors.NotFoundError:
-        return False
-    found = preflight.condition(node, "Ready")
-    return found is not None and found.get("status") == "True"
-
-
-@policy.task("replace-machine", timeout_s=7200)
-def replace_machine(
-    profile: ClusterProfile, *, old_name: str, backup_id: str, timeout: float
-) -> dict[str, Any]:
-    """Step 11 for one Machine: create its cleaned copy under the next free name, delete it, wait
-    until the new one is Running with a Ready node, approving its validated CSRs meanwhile.
-
-    The copy is created BEFORE the old Machine is deleted (the guide deletes first): an
-    interruption between the two then loses nothing, and a re-run finds the copy by its
-    annotation instead of needing the deleted Machine's YAML."""
-    logger = get_run_logger()
-    started = time.monotonic()
-    marker = f"{backup_id} replaces {old_name}"
-    with KubeClient(profile.api) as kube:
-        machines = kube.list_objects("Machine", namespace=MACHINE_NAMESPACE)
-        copy = next(
-            (
-                m
-                for m in machines
-                if (m["metadata"].get("annotations") or {}).get(restore_plan.RECREATED_ANNOTATION) == marker
-            ),
-            None,
-        )
-        old = next((m for m in machines if m["metadata"]["name"] == old_name), None)
-        if copy is None:
-            if old is None:
-                raise errors.NotFoundError(
-                    f"Machine {old_name} is gone and no re-created copy of it exists; create the new control-plane "
-                    "machine by hand (guide 4.3.2.2 step 11), then run restore-cluster again."
-                )
-            new_name = restore_plan.next_machine_name(old_name, [m["metadata"]["name"] for m in machines])
-            cleaned = restore_plan.clean_machine(old, new_name=new_name, backup_id=backup_id)
-            kube.create("Machine", cleaned, namespace=MACHINE_NAMESPACE)
-            logger.info("Created Machine %s to replace %s.", new_name, old_name)
-        else:
-            new_name = copy["metadata"]["name"]
-            logger.info("Machine %s already replaces %s.", new_name, old_name)
-        if old is not None:
-            try:
-                kube.delete("Machine", old_name, namespace=MACHINE_NAMESPACE)
-                logger.info("Deleted Machine %s.", old_name)
-            except errors.NotFoundError:
-                pass
-
-        def probe() -> tuple[bool, str]:
-            approved = approve_valid_csrs.fn(profile)
-            for line in approved:
-                logger.info("Approved CSR %s.", line)
-            machine = kube.get("Machine", new_name, namespace=MACHINE_NAMESPACE)
-            status = machine.get("status") or {}
-            phase = status.get("phase") or "no phase yet"
-            node = (status.get("nodeRef") or {}).get("name")
-            if phase != "Running" or not node:
-                return False, f"Machine {new_name} is {phase}"
-            if not _node_ready(kube, node):
-                return False, f"Machine {new_name} is Running, node {node} is not Ready yet"
-            return True, f"Machine {new_name} is Running, node {node} is Ready"
-
-        result = poll(f"Machine {new_name} to run", probe, timeout=timeout, first=1.0)
-    return {
-        "old": old_name,
-        "new": new_name,
-        "seconds": round(time.monotonic() - started, 1),
-        "state": result,
-    }
-
-
-@policy.task("force-redeployment", timeout_s=300)
-def force_redeployment(profile: ClusterProfile, *, kind: str) -> int:
-    """Steps 13 and 15: set `spec.forceRedeploymentReason` to `recovery-<now>`; returns the latest
-    revision before, which the wait compares with."""
-    with KubeClient(profile.api) as kube:
-        cr = kube.get(kind, "cluster")
-        before = int((cr.get("status") or {}).get("latestAvailableRevision") or 0)
-        reason = restore_plan.redeploy_reason(datetime.now(UTC))
-        kube.patch(kind, "cluster", {"spec": {"forceRedeploymentReason": reason}})
-    get_run_logger().info("%s: forceRedeploymentReason %r (revision was %d).", kind, reason, before)
-    return before
-
-
-@policy.task("wait-rollout", timeout_s=7200)
-def wait_rollout(profile: ClusterProfile, *, kind: str, after: int, timeout: float) -> str:
-    """Steps 14 and 15: wait until NodeInstallerProgressing says AllNodesAtLatestRevision for a
-    revision newer than `after`."""
-
-    def probe() -> tuple[bool, str]:
-        with KubeClient(profile.api) as kube:
-            return restore_plan.rollout_done(kube.get(kind, "cluster"), after=after)
-
-    return poll(f"{kind} to reach AllNodesAtLatestRevision", probe, timeout=timeout)
-
-
 @policy.task("verify-etcd", timeout_s=7200)
 def verify_etcd(profile: ClusterProfile, *, timeout: float) -> list[str]:
     """Step 16: every control-plane node has a Running, ready etcd pod, and `etcdctl endpoint
@@ -303,11 +169,9 @@ def verify_etcd(profile: ClusterProfile, *, timeout: float) -> list[str]:
     def probe() -> tuple[bool, str]:
         with KubeClient(profile.api) as kube:
             masters = {
-                n["metadata"]["name"]
-                for n in kube.list_objects("Node")
-                if any(k in (n["metadata"].get("labels") or {}) for k in _MASTER_LABELS)
+                n["metadata"]["name"] for n in kube.list_objects("Node") if openshift.is_control_plane_node(n)
             }
-            pods = kube.list_objects("Pod", namespace="openshift-etcd", labels="app=etcd")
+            pods = kube.list_objects("Pod", namespace=openshift.ETCD_NAMESPACE, labels="app=etcd")
             running = {
                 p["spec"].get("nodeName")
                 for p in pods

@@ -10,14 +10,11 @@ No I/O and no clock: callers pass `now`.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
-from etcdguard.core import errors, preflight
+from etcdguard.core import openshift
 from etcdguard.core.member_plan import MAX_MEMBERS, REPLACES_NODE_ANNOTATION, Diagnosis, Member
 
 __all__ = [
@@ -35,75 +32,26 @@ __all__ = [
 Obj = Mapping[str, Any]
 
 REPLACES_MACHINE_ANNOTATION = "etcdguard.io/replaces-machine"
-_MACHINE_INDEX = re.compile(r"^(?P<base>.*-)(?P<index>\d+)$")
-_REMOVED_METADATA = (
-    "annotations",
-    "generation",
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "managedFields",
-    "selfLink",
-)
 
 
 def next_machine_name(old: str, existing: Sequence[str]) -> str:
-    """The old name with its last number replaced by the next number free among `existing`
-    (`...-master-0` -> `...-master-3` when 0-2 exist), as the guide recommends."""
-    match = _MACHINE_INDEX.match(old)
-    if match is None:
-        raise errors.PreflightRefused(
-            f"Machine {old!r} does not end in a number, so no replacement name can be derived (the guide "
-            "keeps the base name and takes the next free number); re-create it by hand."
-        )
-    base = match["base"]
-    used = {int(m["index"]) for name in existing if (m := _MACHINE_INDEX.match(name)) and m["base"] == base}
-    return f"{base}{max(used | {int(match['index'])}) + 1}"
+    """4.2.4.1 step 3c: `openshift.next_machine_name`."""
+    return openshift.next_machine_name(old, existing)
 
 
 def clean_machine(machine: Obj, *, new_name: str, node: str) -> dict[str, Any]:
-    """Guide 4.2.4.1 step 3c: drop `status`, rename, drop `spec.providerID`, annotations,
-    generation, resourceVersion, uid (and creationTimestamp, managedFields, selfLink, which the
-    API sets). Two annotations are added back, naming the node and Machine it replaces, so that a
-    re-run finds the copy instead of creating another."""
-    cleaned: dict[str, Any] = copy.deepcopy(dict(machine))
-    cleaned.pop("status", None)
-    meta = dict(cleaned.get("metadata") or {})
-    old_name = str(meta.get("name", ""))
-    for key in _REMOVED_METADATA:
-        meta.pop(key, None)
-    meta["name"] = new_name
-    meta["annotations"] = {REPLACES_NODE_ANNOTATION: node, REPLACES_MACHINE_ANNOTATION: old_name}
-    cleaned["metadata"] = meta
-    spec = dict(cleaned.get("spec") or {})
-    spec.pop("providerID", None)
-    cleaned["spec"] = spec
-    return cleaned
-
-
-def redeploy_reason(prefix: str, now: datetime) -> str:
-    """`<prefix>-` and `now` as `date --rfc-3339=ns` prints it (unique, as the guide requires)."""
-    if now.tzinfo is None:
-        raise ValueError("redeploy_reason() needs an aware datetime (UTC).")
-    offset = now.strftime("%z")
-    return f"{prefix}-{now:%Y-%m-%d %H:%M:%S}.{now.microsecond * 1000:09d}{offset[:3]}:{offset[3:]}"
-
-
-def rollout_done(cr: Obj, *, after: int) -> tuple[bool, str]:
-    """Whether a revision newer than `after` reached every node (AllNodesAtLatestRevision)."""
-    status = cr.get("status") or {}
-    latest = int(status.get("latestAvailableRevision") or 0)
-    found = preflight.condition(cr, "NodeInstallerProgressing")
-    message = str((found or {}).get("message") or "no NodeInstallerProgressing condition yet")
-    statuses = status.get("nodeStatuses") or []
-    done = (
-        latest > after
-        and found is not None
-        and found.get("reason") == "AllNodesAtLatestRevision"
-        and bool(statuses)
-        and all(int(s.get("currentRevision") or 0) == latest for s in statuses)
+    """4.2.4.1 step 3c: `openshift.clean_machine`, annotated with the node and Machine it replaces,
+    so that a re-run finds the copy and verification knows which node is new."""
+    old_name = str((machine.get("metadata") or {}).get("name", ""))
+    return openshift.clean_machine(
+        machine,
+        new_name=new_name,
+        annotations={REPLACES_NODE_ANNOTATION: node, REPLACES_MACHINE_ANNOTATION: old_name},
     )
-    return done, f"latest revision {latest}: {message}"
+
+
+redeploy_reason = openshift.redeploy_reason
+rollout_done = openshift.rollout_done
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -21,15 +21,13 @@ SSH, the backup's manifest) and these functions decide:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from etcdguard.core import errors, member_steps, versions
+from etcdguard.core import errors, openshift, versions
 
 __all__ = [
     "HostProbe",
@@ -47,15 +45,6 @@ __all__ = [
 
 Obj = Mapping[str, Any]
 RECREATED_ANNOTATION = "etcdguard.io/recreated-for-restore"
-_MACHINE_INDEX = re.compile(r"^(?P<base>.*-)(?P<index>\d+)$")
-_REMOVED_METADATA = (
-    "annotations",
-    "generation",
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "managedFields",
-)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -218,40 +207,37 @@ def lost_hosts(probes: Sequence[HostProbe], *, ready_nodes: set[str] | None) -> 
     return unreachable
 
 
+def machines_to_recreate(machines: Sequence[Obj], *, recovery_node: str) -> list[str]:
+    """Step 11: the control-plane Machines to delete and re-create, in the API's order: every one
+    but the recovery host's, and none that is itself a copy made by this restore."""
+    return [
+        str(m["metadata"]["name"])
+        for m in machines
+        if ((m.get("status") or {}).get("nodeRef") or {}).get("name") != recovery_node
+        and RECREATED_ANNOTATION not in ((m.get("metadata") or {}).get("annotations") or {})
+    ]
+
+
 def next_machine_name(old: str, existing: Sequence[str]) -> str:
-    """The old name with its last number replaced by the next free one (as replace-etcd-member does)."""
-    return member_steps.next_machine_name(old, existing)
+    """Step 11c: `openshift.next_machine_name`."""
+    return openshift.next_machine_name(old, existing)
 
 
 def clean_machine(machine: Obj, *, new_name: str, backup_id: str) -> dict[str, Any]:
-    """The guide's step 11c: drop `status`, rename, fix `selfLink`, drop `spec.providerID`,
-    annotations, generation, resourceVersion, uid (and creationTimestamp, managedFields). One
-    annotation is added back: which restore re-created it, so a re-run knows it is done."""
-    cleaned: dict[str, Any] = copy.deepcopy(dict(machine))
-    cleaned.pop("status", None)
-    meta = dict(cleaned.get("metadata") or {})
-    old_name = str(meta.get("name", ""))
-    for key in _REMOVED_METADATA:
-        meta.pop(key, None)
-    meta["name"] = new_name
-    if meta.get("selfLink"):
-        meta["selfLink"] = str(meta["selfLink"]).rsplit("/", 1)[0] + "/" + new_name
-    meta["annotations"] = {RECREATED_ANNOTATION: f"{backup_id} replaces {old_name}"}
-    cleaned["metadata"] = meta
-    spec = dict(cleaned.get("spec") or {})
-    spec.pop("providerID", None)
-    cleaned["spec"] = spec
-    return cleaned
+    """The guide's step 11c (`openshift.clean_machine`), annotated with the restore it was made for
+    and the Machine it replaces, so that a re-run finds the copy."""
+    old_name = str((machine.get("metadata") or {}).get("name", ""))
+    return openshift.clean_machine(
+        machine, new_name=new_name, annotations={RECREATED_ANNOTATION: f"{backup_id} replaces {old_name}"}
+    )
 
 
 def redeploy_reason(now: datetime) -> str:
-    """`recovery-` and the time as `date --rfc-3339=ns` prints it (unique, as the guide requires)."""
-    return member_steps.redeploy_reason("recovery", now)
+    """Steps 13 and 15: `recovery-$(date --rfc-3339=ns)`."""
+    return openshift.redeploy_reason("recovery", now)
 
 
-def rollout_done(cr: Obj, *, after: int) -> tuple[bool, str]:
-    """Whether the CR rolled out a revision newer than `after` to every node; and what it says."""
-    return member_steps.rollout_done(cr, after=after)
+rollout_done = openshift.rollout_done
 
 
 def approval_summary(
