@@ -59,10 +59,10 @@ test-fast: venv
 	$(VENV)/bin/pytest -m unit
 
 demo: deps
-	$(PY) -m etcdguard_sim.demo --state-dir $(STATE_DIR) $(if $(KEEP),--keep)
+	$(PY) -m etcdguard_sim.harness.demo --state-dir $(STATE_DIR) $(if $(KEEP),--keep)
 
 ui: deps
-	$(PY) -m etcdguard_sim.ui --state-dir $(UI_STATE_DIR)
+	$(PY) -m etcdguard_sim.harness.ui --state-dir $(UI_STATE_DIR)
 
 sim-up: deps
 	$(VENV)/bin/etcdguard-sim up --state-dir $(STATE_DIR)

@@ -31,7 +31,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from etcdguard_sim import control, layout, profiles, s3proxy
+from etcdguard_sim import layout
+from etcdguard_sim.faults import s3proxy
+from etcdguard_sim.runtime import control
+from etcdguard_sim.seed import profiles
 
 from bench import _cluster
 from bench._stages import StageInput, StageOutput

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcdguard_sim import control, layout
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import control
 
 # Prefect keeps its state (SQLite, profiles) under PREFECT_HOME: give the test session its own,
 # so a developer's ~/.prefect (or a concurrent run) is never touched. No telemetry: no internet.

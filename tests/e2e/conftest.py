@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcdguard_sim import layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.seed import profiles
 from prefect.testing.utilities import prefect_test_harness
 
 

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcdguard_sim import control, faults_cluster, layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.faults import cluster as faults_cluster
+from etcdguard_sim.runtime import control
+from etcdguard_sim.seed import profiles
 
 from etcdguard.core import errors
 from flows.backup import etcd_backup
@@ -62,7 +65,7 @@ def test_one_machine_stopped_backup_from_a_healthy_node(lab: layout.SimSpec, lab
 
 def test_quorum_lost_is_refused_pointing_to_restore(lab: layout.SimSpec, lab_profiles: Path) -> None:
     import boto3
-    from etcdguard_sim import cloud
+    from etcdguard_sim.runtime import cloud
 
     s3 = boto3.client(
         "s3", endpoint_url=lab.moto_endpoint, region_name=cloud.REGION, **cloud.DUMMY_CREDENTIALS

@@ -18,7 +18,9 @@ from uuid import UUID
 
 import pytest
 import yaml
-from etcdguard_sim import faults, layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.faults import services as faults
+from etcdguard_sim.seed import profiles
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowFilter,

@@ -15,7 +15,12 @@ from typing import Any, Literal
 
 import boto3
 import pytest
-from etcdguard_sim import apiclient, cloud, control, csrgen, faults_cluster, layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.api import client as apiclient
+from etcdguard_sim.faults import cluster as faults_cluster
+from etcdguard_sim.hosts import csrgen
+from etcdguard_sim.runtime import cloud, control
+from etcdguard_sim.seed import profiles
 
 from etcdguard.core import errors, lifecycle
 from flows.certs import recover_expired_certs

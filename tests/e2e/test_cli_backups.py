@@ -14,7 +14,9 @@ from typing import Any
 
 import boto3
 import pytest
-from etcdguard_sim import cloud, layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import cloud
+from etcdguard_sim.seed import profiles
 
 from flows.backup import BackupOutcome, etcd_backup
 

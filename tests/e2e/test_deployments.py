@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from etcdguard_sim import layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.seed import profiles
 from prefect.client.orchestration import get_client
 
 from deployments.__main__ import main

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from etcdguard_sim import control, faults_cluster, layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.faults import cluster as faults_cluster
+from etcdguard_sim.runtime import control
+from etcdguard_sim.seed import profiles
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     TaskRunFilter,

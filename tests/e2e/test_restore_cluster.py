@@ -19,7 +19,9 @@ from typing import Any
 
 import boto3
 import pytest
-from etcdguard_sim import cloud, control, layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import cloud, control
+from etcdguard_sim.seed import profiles
 
 from etcdguard.core import errors
 from flows.backup import etcd_backup

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from etcdguard_sim import cloud, layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import cloud
+from etcdguard_sim.seed import profiles
 
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import errors, profile

@@ -13,7 +13,9 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
-from etcdguard_sim import cloud, layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import cloud
+from etcdguard_sim.seed import profiles
 
 from etcdguard.core import keys, manifest, retention
 from flows.retention import etcd_retention, load_policy

@@ -1,5 +1,5 @@
 """The Prefect UI in Debian's headless Chromium, driven by Playwright, against what `make ui`
-serves (the same `python -m etcdguard_sim.ui`, on a cluster of its own):
+serves (the same `python -m etcdguard_sim.harness.ui`, on a cluster of its own):
 
 1. restore-cluster is started from its deployment page with the run form, the run pauses, the
    approval form (what will be destroyed) is filled in and submitted, and the run completes: a
@@ -66,12 +66,12 @@ class Shots:
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """`make ui` (`python -m etcdguard_sim.ui`) in the background until its `ui.json` appears."""
+    """`make ui` (`python -m etcdguard_sim.harness.ui`) in the background until its `ui.json` appears."""
     state_dir = tmp_path_factory.mktemp("ui")
     log = state_dir / "ui.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "etcdguard_sim.ui", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "etcdguard_sim.harness.ui", "--state-dir", str(state_dir)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from etcdguard_sim import apiserver, etcdstore
+from etcdguard_sim.api import etcdstore
+from etcdguard_sim.api import server as apiserver
 
 ETCD_HOST = "127.0.8.1"
 ETCD_URL = f"http://{ETCD_HOST}:2379"
@@ -95,7 +96,7 @@ class LocalExecRunner:
     async def start(
         self, *, pod: dict[str, Any], container: str, command: list[str], stdin: bool, tty: bool
     ) -> asyncio.subprocess.Process:
-        from etcdguard_sim import podexec
+        from etcdguard_sim.api import podexec
 
         return await podexec.start_process(command, env=None, cwd=self.cwd, stdin=stdin)
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcdguard_sim import apiserver, layout, pki, tables
+from etcdguard_sim import layout, pki
+from etcdguard_sim.api import server as apiserver
+from etcdguard_sim.api import tables
 from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 

@@ -1,4 +1,4 @@
-"""The files and commands of a simulated RHCOS 4.8 control-plane host (`etcdguard_sim.hostfs`).
+"""The files and commands of a simulated RHCOS 4.8 control-plane host (`etcdguard_sim.hosts.fs`).
 
 Three hosts (mount namespaces) of one cluster on 127.6.0.0/24 get their tree from
 `populate_host` (etcd encryption on); the simulator's kubelet stand-in runs their static pods,
@@ -33,7 +33,11 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from etcdguard_sim import control, hostfs, hostns, kubelet, layout, pki
+from etcdguard_sim import layout, pki
+from etcdguard_sim.hosts import fs as hostfs
+from etcdguard_sim.hosts import kubelet
+from etcdguard_sim.hosts import ns as hostns
+from etcdguard_sim.runtime import control
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import botocore.exceptions
 import pytest
-from etcdguard_sim import layout, profiles
+from etcdguard_sim import layout
+from etcdguard_sim.seed import profiles
 
 from etcdguard.clients.objectstore import ObjectStore
 from etcdguard.core import errors, profile

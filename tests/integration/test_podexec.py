@@ -22,7 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from etcdguard_sim import layout, podexec
+from etcdguard_sim import layout
+from etcdguard_sim.api import podexec
 from kubernetes import client, config, stream
 
 pytestmark = pytest.mark.integration

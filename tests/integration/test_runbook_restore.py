@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from etcdguard_sim import control, faults_cluster, layout
+from etcdguard_sim import layout
+from etcdguard_sim.faults import cluster as faults_cluster
+from etcdguard_sim.runtime import control
 
 from etcdguard.core import csr as csrcheck
 from tests import guidetools as g

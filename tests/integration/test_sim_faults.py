@@ -1,4 +1,4 @@
-"""The simulator's cluster faults (`etcdguard_sim.faults_cluster`), each checked with the guide's
+"""The simulator's cluster faults (`etcdguard_sim.faults.cluster`), each checked with the guide's
 own diagnostic commands (sections 4.2.2, 4.2.3 and 4.3.3) through the real `kubectl`, `ssh` and
 `etcdctl`, then undone where the guide expects the cluster to recover by itself.
 
@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcdguard_sim import control, faults_cluster, layout
+from etcdguard_sim import layout
+from etcdguard_sim.faults import cluster as faults_cluster
+from etcdguard_sim.runtime import control
 
 from tests import guidetools as g
 

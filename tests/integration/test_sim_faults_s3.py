@@ -22,7 +22,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import pytest
-from etcdguard_sim import cloud, faults, layout
+from etcdguard_sim import layout
+from etcdguard_sim.faults import services as faults
+from etcdguard_sim.runtime import cloud
 
 pytestmark = pytest.mark.integration
 

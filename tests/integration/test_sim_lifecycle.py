@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from etcdguard_sim import control, layout
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import control
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,8 @@ import boto3
 import pytest
 import yaml
 from cryptography import x509
-from etcdguard_sim import control, layout
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import control
 
 from etcdguard.core import csr as csrcheck
 from tests import simtools

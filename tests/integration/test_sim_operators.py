@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 import yaml
-from etcdguard_sim import control, hostns, layout
+from etcdguard_sim import layout
 from etcdguard_sim.controllers import _revisions, etcd_operator
+from etcdguard_sim.hosts import ns as hostns
+from etcdguard_sim.runtime import control
 
 from tests.simtools import etcdctl, kubectl
 

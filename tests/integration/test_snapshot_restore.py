@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from etcdguard_sim import control, layout
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import control
 
 from tests.simtools import etcdctl, kubectl
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from etcdguard_sim import csrgen
+from etcdguard_sim.hosts import csrgen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from etcdguard_sim import csrgen
+from etcdguard_sim.hosts import csrgen
 
 from etcdguard.core import csr, errors, member_plan, member_steps
 from etcdguard.core.member_plan import Member

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from etcdguard_sim import layout, resources, seed
+from etcdguard_sim import layout
+from etcdguard_sim.api import resources
+from etcdguard_sim.seed import objects as seed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -18,7 +18,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from etcdguard_sim import control, faults, layout
+from etcdguard_sim import layout
+from etcdguard_sim.faults import services as faults
+from etcdguard_sim.runtime import control
 
 __all__ = ["FAULTS", "main"]
 
@@ -106,7 +108,7 @@ def _cluster_fault(name: str) -> Callable[[layout.SimSpec, argparse.Namespace], 
     """A fault of `faults_cluster.FAULTS`, taking --node (and --name for delete-namespace)."""
 
     def inject(spec: layout.SimSpec, args: argparse.Namespace) -> str:
-        from etcdguard_sim import faults_cluster  # imports boto3; only for these faults
+        from etcdguard_sim.faults import cluster as faults_cluster  # imports boto3; only for these faults
 
         kwargs: dict[str, object] = {}
         if name in _NEEDS_NODE:

@@ -11,7 +11,8 @@ import traceback
 from pathlib import Path
 from types import FrameType, ModuleType
 
-from etcdguard_sim import apiclient, layout
+from etcdguard_sim import layout
+from etcdguard_sim.api import client as apiclient
 from etcdguard_sim.controllers import context
 
 # Module names under etcdguard_sim.controllers, in the order they run each pass. A module that

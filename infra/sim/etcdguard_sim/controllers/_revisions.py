@@ -36,8 +36,10 @@ from typing import Any
 
 import yaml
 
-from etcdguard_sim import _seed_core, apiclient, layout
+from etcdguard_sim import layout
+from etcdguard_sim.api import client as apiclient
 from etcdguard_sim.controllers import context
+from etcdguard_sim.seed import core as _seed_core
 
 __all__ = [
     "ANN_REASON",

@@ -9,7 +9,8 @@ import os
 import subprocess
 from typing import Any
 
-from etcdguard_sim import apiclient, layout
+from etcdguard_sim import layout
+from etcdguard_sim.api import client as apiclient
 
 __all__ = ["Context"]
 

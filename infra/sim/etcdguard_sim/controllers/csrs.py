@@ -36,8 +36,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from etcdguard_sim import _seed_core, apiclient, csrgen, layout
+from etcdguard_sim import layout
+from etcdguard_sim.api import client as apiclient
 from etcdguard_sim.controllers import context
+from etcdguard_sim.hosts import csrgen
+from etcdguard_sim.seed import core as _seed_core
 
 __all__ = ["NOT_READY_MESSAGE", "CsrState", "awaiting_serving", "list_csrs", "reconcile"]
 

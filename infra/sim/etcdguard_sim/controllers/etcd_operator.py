@@ -45,8 +45,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from etcdguard_sim import apiclient, hostfs, layout, pki
+from etcdguard_sim import layout, pki
+from etcdguard_sim.api import client as apiclient
 from etcdguard_sim.controllers import _revisions, context
+from etcdguard_sim.hosts import fs as hostfs
 
 __all__ = ["member_conditions", "member_status_message", "reconcile"]
 

@@ -34,8 +34,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from etcdguard_sim import apiclient, cloud, hostfs, hostns, layout, sshsetup
+from etcdguard_sim import layout
+from etcdguard_sim.api import client as apiclient
 from etcdguard_sim.controllers import context
+from etcdguard_sim.hosts import fs as hostfs
+from etcdguard_sim.hosts import ns as hostns
+from etcdguard_sim.hosts import ssh as sshsetup
+from etcdguard_sim.runtime import cloud
 
 __all__ = ["INSTANCE_STATE_ANNOTATION", "NAMESPACE", "reconcile"]
 

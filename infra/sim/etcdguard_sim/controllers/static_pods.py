@@ -34,8 +34,11 @@ import datetime as dt
 import time
 from typing import Any
 
-from etcdguard_sim import _seed_core, apiclient, hostfs, layout
+from etcdguard_sim import layout
+from etcdguard_sim.api import client as apiclient
 from etcdguard_sim.controllers import _revisions, context
+from etcdguard_sim.hosts import fs as hostfs
+from etcdguard_sim.seed import core as _seed_core
 
 __all__ = ["collect_orphans", "reconcile", "sync_mirror_pods"]
 

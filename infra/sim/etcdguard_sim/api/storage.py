@@ -36,7 +36,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from etcdguard_sim import apierrors, apiobjects, etcdstore, patching, resources, selectors
+from etcdguard_sim.api import errors as apierrors
+from etcdguard_sim.api import etcdstore, patching, resources, selectors
+from etcdguard_sim.api import objects as apiobjects
 
 __all__ = ["Clock", "Storage"]
 

@@ -20,7 +20,7 @@ Optional keys: `methods` (default: every method), `code` (the S3 error code), `s
 (default `["s3"]`: the service named in the request's SigV4 scope, so EC2 calls to the same
 endpoint keep working while S3 breaks). A missing, empty or unreadable file means no fault.
 
-    python -m etcdguard_sim.s3proxy --listen HOST:PORT --upstream URL --state-dir DIR
+    python -m etcdguard_sim.faults.s3proxy --listen HOST:PORT --upstream URL --state-dir DIR
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def proxy_argv(spec: layout.SimSpec) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "etcdguard_sim.s3proxy",
+        "etcdguard_sim.faults.s3proxy",
         "--listen",
         f"{host}:{LISTEN_PORT}",
         "--upstream",
@@ -314,7 +314,9 @@ async def serve(*, listen: tuple[str, int], upstream: str, state_dir: Path, wait
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="etcdguard_sim.s3proxy", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="etcdguard_sim.faults.s3proxy", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--listen", required=True, help="HOST:PORT to listen on")
     parser.add_argument("--upstream", required=True, help="moto's URL, e.g. http://127.1.0.200:5001")
     parser.add_argument("--state-dir", required=True, type=Path)

@@ -31,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from etcdguard_sim import hostns, layout
+from etcdguard_sim import layout
+from etcdguard_sim.hosts import ns as hostns
 
 __all__ = ["Kubelet"]
 

@@ -54,7 +54,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from etcdguard_sim import apiclient, cloud, hostns, layout
+from etcdguard_sim import layout
+from etcdguard_sim.api import client as apiclient
+from etcdguard_sim.hosts import ns as hostns
+from etcdguard_sim.runtime import cloud
 
 __all__ = [
     "FAULTS",

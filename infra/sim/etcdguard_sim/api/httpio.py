@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from etcdguard_sim import apierrors, protobuf, selectors
+from etcdguard_sim.api import errors as apierrors
+from etcdguard_sim.api import protobuf, selectors
 
 __all__ = [
     "PUBLIC_PATHS",

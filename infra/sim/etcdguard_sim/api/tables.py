@@ -17,7 +17,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from etcdguard_sim import resources
+from etcdguard_sim.api import resources
 
 __all__ = ["PRINTERS", "Column", "Printer", "human_duration", "to_table"]
 

@@ -23,9 +23,8 @@ import datetime as dt
 import hashlib
 from typing import Any, Literal, get_args
 
-from etcdguard_sim import _seed_core as core
-from etcdguard_sim import _seed_openshift as openshift
 from etcdguard_sim import layout
+from etcdguard_sim.seed import core, openshift
 
 __all__ = ["INSTALL_AGE", "KUBELET_VERSION", "NAMESPACES", "Encryption", "seed_objects"]
 

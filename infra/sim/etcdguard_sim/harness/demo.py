@@ -19,7 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from etcdguard_sim import cli, control, prefectserver, profiles
+from etcdguard_sim import cli
+from etcdguard_sim.harness import prefectserver
+from etcdguard_sim.runtime import control
+from etcdguard_sim.seed import profiles
 
 __all__ = ["main"]
 
@@ -57,7 +60,7 @@ def _prove(cluster: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="etcdguard_sim.demo")
+    parser = argparse.ArgumentParser(prog="etcdguard_sim.harness.demo")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument(
         "--keep", action="store_true", help="leave the cluster and the Prefect server running"

@@ -13,8 +13,8 @@ import datetime as dt
 import re
 from typing import Any
 
-from etcdguard_sim import _seed_core as core
 from etcdguard_sim import layout
+from etcdguard_sim.seed import core
 
 Obj = dict[str, Any]
 

@@ -26,7 +26,12 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from etcdguard_sim import faults, hostns, kubelet, layout, s3proxy, sshsetup
+from etcdguard_sim import layout
+from etcdguard_sim.faults import s3proxy
+from etcdguard_sim.faults import services as faults
+from etcdguard_sim.hosts import kubelet
+from etcdguard_sim.hosts import ns as hostns
+from etcdguard_sim.hosts import ssh as sshsetup
 
 __all__ = ["etcd_command", "main"]
 
@@ -221,7 +226,7 @@ class _Supervisor:
             print("supervisor: starting the API server", flush=True)
             self.api = self._spawn(
                 "kube-apiserver",
-                [sys.executable, "-m", "etcdguard_sim.apiserver", "--state-dir", str(self.spec.state_dir)],
+                [sys.executable, "-m", "etcdguard_sim.api.server", "--state-dir", str(self.spec.state_dir)],
             )
         elif running and not wanted:
             why = "etcd has no quorum" if serving else "no host runs a kube-apiserver"
@@ -307,7 +312,7 @@ class _Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="etcdguard_sim.supervisor")
+    parser = argparse.ArgumentParser(prog="etcdguard_sim.runtime.supervisor")
     parser.add_argument("--state-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     spec = layout.SimSpec.load(args.state_dir)

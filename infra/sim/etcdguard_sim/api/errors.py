@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from etcdguard_sim import resources
+from etcdguard_sim.api import resources
 
 __all__ = [
     "CONFLICT_MODIFIED",

@@ -40,7 +40,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from etcdguard_sim import _manifests, layout
+from etcdguard_sim import layout
+from etcdguard_sim.hosts import _manifests
 
 __all__ = [
     "COMPONENTS",
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 COMPONENTS = _manifests.COMPONENTS
-HOSTBIN = Path(__file__).parent / "hostbin"
+HOSTBIN = Path(__file__).parent / "bin"
 HOST_COMMANDS: tuple[str, ...] = (
     "cluster-backup.sh",
     "cluster-restore.sh",
@@ -81,7 +82,7 @@ def _etc(spec: layout.SimSpec, node: layout.NodeSpec) -> Path:
 
 
 def _hostbin(name: str, node: layout.NodeSpec) -> str:
-    """A file of `hostbin/`; the etcd scripts with the installer's substitutions of
+    """A file of `bin/`; the etcd scripts with the installer's substitutions of
     NODE_ENVVAR_NAME (the node name with `-` and `.` as `_`) and NODE_NAME."""
     text = (HOSTBIN / name).read_text()
     if name in _SCRIPTS:

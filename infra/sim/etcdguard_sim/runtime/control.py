@@ -30,7 +30,11 @@ from typing import cast
 
 import yaml
 
-from etcdguard_sim import apiclient, cloud, hostns, layout, pki, sshsetup
+from etcdguard_sim import layout, pki
+from etcdguard_sim.api import client as apiclient
+from etcdguard_sim.hosts import ns as hostns
+from etcdguard_sim.hosts import ssh as sshsetup
+from etcdguard_sim.runtime import cloud
 
 __all__ = ["SimError", "Status", "down", "status", "up"]
 
@@ -185,7 +189,7 @@ def _with_instances(spec: layout.SimSpec, instances: dict[str, str]) -> layout.S
 
 
 def _seed(spec: layout.SimSpec) -> layout.SimSpec:
-    from etcdguard_sim import seed  # the seed data is only needed on first start
+    from etcdguard_sim.seed import objects as seed  # the seed data is only needed on first start
 
     cloud.wait_ready(spec)
     spec = _with_instances(spec, cloud.create_instances(spec))
@@ -240,7 +244,7 @@ def _reattach_instances(spec: layout.SimSpec) -> layout.SimSpec:
 
 
 def _prepare_hosts(spec: layout.SimSpec, *, first_boot: bool) -> None:
-    from etcdguard_sim import hostfs
+    from etcdguard_sim.hosts import fs as hostfs
 
     sshsetup.ensure_core_user()
     kubeconfig = spec.kubeconfig.read_bytes()
@@ -319,7 +323,7 @@ def up(
     spec.logs_dir.mkdir(parents=True, exist_ok=True)
     with open(spec.logs_dir / "supervisor.log", "ab") as log:
         proc = _SUPERVISORS[state_dir] = subprocess.Popen(
-            [sys.executable, "-m", "etcdguard_sim.supervisor", "--state-dir", str(state_dir)],
+            [sys.executable, "-m", "etcdguard_sim.runtime.supervisor", "--state-dir", str(state_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -23,7 +23,10 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from etcdguard_sim import cli, control, prefectserver, profiles
+from etcdguard_sim import cli
+from etcdguard_sim.harness import prefectserver
+from etcdguard_sim.runtime import control
+from etcdguard_sim.seed import profiles
 
 __all__ = ["main"]
 
@@ -89,7 +92,7 @@ def _wait_forever() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="etcdguard_sim.ui")
+    parser = argparse.ArgumentParser(prog="etcdguard_sim.harness.ui")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--no-backup", action="store_true", help="do not take the first backup")
     args = parser.parse_args(argv)

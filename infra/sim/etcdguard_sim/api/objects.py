@@ -24,7 +24,8 @@ import json
 import re
 from typing import Any
 
-from etcdguard_sim import apierrors, resources
+from etcdguard_sim.api import errors as apierrors
+from etcdguard_sim.api import resources
 
 __all__ = [
     "check_type",

@@ -35,8 +35,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from etcdguard_sim import _execproto as proto
 from etcdguard_sim import layout
+from etcdguard_sim.api import _execproto as proto
 
 __all__ = [
     "ETCD_NAMESPACE",

@@ -3,7 +3,7 @@
 Served: discovery (`/version`, `/api`, `/api/v1`, `/apis`, `/apis/<g>`, `/apis/<g>/<v>`),
 get / list / create / update / patch / delete / deletecollection of the kinds in
 `resources.REGISTRY`, the `status` and CSR `approval` subresources, `pods/exec` (handed to
-`etcdguard_sim.podexec`), label and field selectors, server-side `Table` printing for
+`etcdguard_sim.api.podexec`), label and field selectors, server-side `Table` printing for
 `kubectl get`, `dryRun=All`, and Kubernetes `Status` errors. Object semantics live in
 `apistorage`, printing in `tables`, patches in `patching`, selectors in `selectors`, HTTP
 plumbing in `apihttp`, protobuf request bodies in `protobuf`.
@@ -17,7 +17,7 @@ authorization (any client certificate signed by the API CA may do anything); pro
 (requests in protobuf are read for a few kinds, answers are always JSON).
 
 `create_app()` builds the aiohttp application without TLS so tests can serve it over plain
-HTTP; `main()` (`python -m etcdguard_sim.apiserver --state-dir DIR`) serves it over HTTPS with
+HTTP; `main()` (`python -m etcdguard_sim.api.server --state-dir DIR`) serves it over HTTPS with
 client-certificate authentication, as the supervisor starts it. Each request is logged to
 stderr as one line (method, path, status, milliseconds); bodies are never logged.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import signal
 import ssl
 import sys
@@ -35,16 +34,11 @@ from typing import Any
 
 from aiohttp import web
 
-from etcdguard_sim import (
-    apierrors,
-    apihttp,
-    apistorage,
-    etcdstore,
-    layout,
-    patching,
-    resources,
-    tables,
-)
+from etcdguard_sim import layout
+from etcdguard_sim.api import errors as apierrors
+from etcdguard_sim.api import etcdstore, patching, podexec, resources, tables
+from etcdguard_sim.api import httpio as apihttp
+from etcdguard_sim.api import storage as apistorage
 
 __all__ = ["EXEC_RUNNER", "STORAGE", "VERSION_INFO", "create_app", "main", "serve", "server_ssl_context"]
 
@@ -61,7 +55,7 @@ VERSION_INFO = {
 }
 
 STORAGE = web.AppKey("storage", apistorage.Storage)
-EXEC_RUNNER = web.AppKey("exec_runner", object)
+EXEC_RUNNER: web.AppKey[podexec.ExecRunner | None] = web.AppKey("exec_runner")
 _PATCH_TYPES = (patching.JSON_PATCH, patching.MERGE, patching.STRATEGIC)
 _json = apihttp.json_response
 
@@ -166,15 +160,12 @@ async def _api(request: web.Request) -> web.StreamResponse:
         if method not in ("GET", "POST"):
             raise apierrors.method_not_allowed(f"{method} is not supported on pods/exec")
         pod = await storage.get(res, ns, name or "")
-        if request.app[EXEC_RUNNER] is None:
+        runner = request.app[EXEC_RUNNER]
+        if runner is None:
             raise apierrors.bad_request(
                 "pods/exec is not available: this API server was started without an exec runner"
             )
-        module = importlib.import_module("etcdguard_sim.podexec")  # written apart; lazy
-        response: web.StreamResponse = await module.handle_exec(
-            request, pod=pod, runner=request.app[EXEC_RUNNER]
-        )
-        return response
+        return await podexec.handle_exec(request, pod=pod, runner=runner)
     if name is None:
         return await _collection(request, res, ns)
     if method == "GET":
@@ -264,7 +255,7 @@ async def _collection(request: web.Request, res: resources.Resource, ns: str | N
 def create_app(
     store: etcdstore.EtcdStore,
     *,
-    exec_runner: object | None = None,
+    exec_runner: podexec.ExecRunner | None = None,
     clock: apistorage.Clock | None = None,
 ) -> web.Application:
     """The API server application over `store` (plain HTTP; see `serve` for TLS).
@@ -328,7 +319,7 @@ async def _run(spec: layout.SimSpec) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)
-    runner = importlib.import_module("etcdguard_sim.podexec").SimExecRunner(spec)
+    runner = podexec.SimExecRunner(spec)
     try:
         await serve(
             create_app(store, exec_runner=runner),
@@ -343,7 +334,7 @@ async def _run(spec: layout.SimSpec) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="etcdguard_sim.apiserver")
+    parser = argparse.ArgumentParser(prog="etcdguard_sim.api.server")
     parser.add_argument("--state-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     spec = layout.SimSpec.load(args.state_dir)

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from etcdguard_sim import hostns, layout
+from etcdguard_sim import layout
+from etcdguard_sim.hosts import ns as hostns
 
 __all__ = [
     "S3_METHODS",

@@ -11,7 +11,8 @@ from typing import Any
 import boto3
 import yaml
 
-from etcdguard_sim import cloud, layout
+from etcdguard_sim import layout
+from etcdguard_sim.runtime import cloud
 
 __all__ = ["SNAPSHOT_BUCKET", "STATIC_BUCKET", "profile_data", "write_profile"]
 
