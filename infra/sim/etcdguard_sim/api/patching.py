@@ -24,6 +24,9 @@ import copy
 import json
 from typing import Any
 
+import jsonpatch
+import jsonpointer
+
 __all__ = ["PatchError", "apply_patch", "json_patch", "merge_patch", "strategic_merge_patch"]
 
 MERGE = "application/merge-patch+json"
@@ -53,83 +56,31 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-# ---- RFC 6902 ----------------------------------------------------------------------------
-def _pointer(path: Any) -> list[str]:
+# ---- RFC 6902 (the `jsonpatch` library) ---------------------------------------------------
+_OPS = frozenset({"add", "remove", "replace", "move", "copy", "test"})
+
+
+def _check_pointer(path: Any) -> None:
     if not isinstance(path, str) or (path and not path.startswith("/")):
         raise PatchError(f"invalid JSON pointer {path!r}: it must be empty or start with '/'", code=400)
-    if path == "":
-        return []
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
 
 
-def _index(container: list[Any], token: str, *, path: str, allow_end: bool) -> int:
-    if token == "-" and allow_end:
-        return len(container)
-    if not token.isdigit() or (token != "0" and token.startswith("0")):
-        raise PatchError(f"invalid array index {token!r} in {path}", code=422)
-    idx = int(token)
-    limit = len(container) if allow_end else len(container) - 1
-    if idx > limit:
-        raise PatchError(f"array index {idx} out of bounds in {path}: missing value", code=422)
-    return idx
-
-
-def _parent(doc: Any, parts: list[str], *, path: str, op: str) -> Any:
-    node = doc
-    for token in parts[:-1]:
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list):
-            node = node[_index(node, token, path=path, allow_end=False)]
-        else:
-            raise PatchError(
-                f'{op} operation does not apply: doc is missing path: "{path}": missing value', code=422
-            )
-    return node
-
-
-def _get(doc: Any, path: str, *, op: str) -> Any:
-    node = doc
-    for token in _pointer(path):
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list):
-            node = node[_index(node, token, path=path, allow_end=False)]
-        else:
-            raise PatchError(
-                f'{op} operation does not apply: doc is missing path: "{path}": missing value', code=422
-            )
-    return node
-
-
-def _add(doc: Any, path: str, value: Any) -> Any:
-    parts = _pointer(path)
-    if not parts:
-        return value
-    parent = _parent(doc, parts, path=path, op="add")
-    if isinstance(parent, dict):
-        parent[parts[-1]] = value
-    elif isinstance(parent, list):
-        parent.insert(_index(parent, parts[-1], path=path, allow_end=True), value)
-    else:
+def _check_operation(raw: Any) -> None:
+    """The shape of one operation, refused with 400 as the kube-apiserver refuses it."""
+    if not isinstance(raw, dict) or "op" not in raw or "path" not in raw:
         raise PatchError(
-            f'add operation does not apply: doc is missing path: "{path}": missing value', code=422
+            f"invalid JSON patch operation {json.dumps(raw)[:200]}: it needs 'op' and 'path'", code=400
         )
-    return doc
-
-
-def _remove(doc: Any, path: str, *, op: str = "remove") -> tuple[Any, Any]:
-    parts = _pointer(path)
-    if not parts:
-        raise PatchError(f"{op} operation does not apply: cannot remove the whole document", code=422)
-    parent = _parent(doc, parts, path=path, op=op)
-    if isinstance(parent, dict):
-        if parts[-1] not in parent:
-            raise PatchError(f"Unable to remove nonexistent key: {parts[-1]}: missing value", code=422)
-        return doc, parent.pop(parts[-1])
-    if isinstance(parent, list):
-        return doc, parent.pop(_index(parent, parts[-1], path=path, allow_end=False))
-    raise PatchError(f'{op} operation does not apply: doc is missing path: "{path}": missing value', code=422)
+    op, path = raw["op"], raw["path"]
+    if op not in _OPS:
+        raise PatchError(f"Unexpected kind: {op!r} is not a JSON patch operation", code=400)
+    _check_pointer(path)
+    if op in ("add", "replace", "test") and "value" not in raw:
+        raise PatchError(f"the {op} operation on {path} has no 'value'", code=400)
+    if op in ("move", "copy"):
+        if not isinstance(raw.get("from"), str):
+            raise PatchError(f"the {op} operation on {path} has no 'from'", code=400)
+        _check_pointer(raw["from"])
 
 
 def json_patch(target: Any, operations: Any) -> Any:
@@ -140,38 +91,21 @@ def json_patch(target: Any, operations: Any) -> Any:
             '[{"op": "replace", "path": "/spec/x", "value": 1}]',
             code=400,
         )
-    doc = copy.deepcopy(target)
     for raw in operations:
-        if not isinstance(raw, dict) or "op" not in raw or "path" not in raw:
-            raise PatchError(
-                f"invalid JSON patch operation {json.dumps(raw)[:200]}: it needs 'op' and 'path'", code=400
-            )
+        _check_operation(raw)
+    doc = copy.deepcopy(target)
+    for raw in operations:  # one at a time, so that a failure names its operation
         op, path = raw["op"], raw["path"]
-        if op in ("add", "replace", "test") and "value" not in raw:
-            raise PatchError(f"the {op} operation on {path} has no 'value'", code=400)
-        if op == "add":
-            doc = _add(doc, path, copy.deepcopy(raw["value"]))
-        elif op == "remove":
-            doc, _ = _remove(doc, path)
-        elif op == "replace":
-            _get(doc, path, op="replace")
-            if _pointer(path):
-                doc, _ = _remove(doc, path, op="replace")
-            doc = _add(doc, path, copy.deepcopy(raw["value"]))
-        elif op == "test":
-            if _get(doc, path, op="test") != raw["value"]:
-                raise PatchError(f"testing value {path} failed: test failed", code=422)
-        elif op in ("move", "copy"):
-            source = raw.get("from")
-            if not isinstance(source, str):
-                raise PatchError(f"the {op} operation on {path} has no 'from'", code=400)
-            if op == "move":
-                doc, value = _remove(doc, source, op="move")
-            else:
-                value = copy.deepcopy(_get(doc, source, op="copy"))
-            doc = _add(doc, path, value)
-        else:
-            raise PatchError(f"Unexpected kind: {op!r} is not a JSON patch operation", code=400)
+        try:
+            doc = jsonpatch.JsonPatch([raw]).apply(doc, in_place=True)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise PatchError(f"testing value {path} failed: test failed", code=422) from exc
+        except jsonpatch.InvalidJsonPatch as exc:
+            raise PatchError(f"invalid JSON patch operation on {path}: {exc}", code=400) from exc
+        except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
+            raise PatchError(
+                f'{op} operation does not apply: doc is missing path: "{path}": {exc}', code=422
+            ) from exc
     return doc
 
 
