@@ -11,25 +11,18 @@ started, missing permissions) -> `PermanentError`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Sequence
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
-from etcdguard.clients.objectstore import aws_credentials
-from etcdguard.core import errors
+from etcdguard.clients._aws import Translator, make_client
 from etcdguard.core.profile import CloudSettings
 
 __all__ = ["Cloud", "Instance"]
 
-_TRANSIENT_CODES = {
+_TRANSIENT_CODES = frozenset({
     "RequestLimitExceeded", "Throttling", "ThrottlingException", "InternalError", "ServiceUnavailable",
     "Unavailable", "RequestTimeout", "InsufficientInstanceCapacity",
-}  # fmt: skip
-_NOT_FOUND = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
+})  # fmt: skip
+_NOT_FOUND = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +41,15 @@ class Cloud:
     """EC2 of one cluster. Use as a context manager."""
 
     def __init__(self, settings: CloudSettings) -> None:
-        kwargs: dict[str, Any] = {"region_name": settings.region}
-        if settings.endpoint_url:
-            kwargs["endpoint_url"] = settings.endpoint_url
-        if settings.credentials_file is not None:
-            kwargs.update(aws_credentials(settings.credentials_file, field="cloud.credentials_file"))
-        kwargs["config"] = botocore.config.Config(
-            retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60
-        )
         self.endpoint = settings.endpoint_url or f"ec2.{settings.region}.amazonaws.com"
-        self._ec2 = boto3.session.Session().client("ec2", **kwargs)
+        self._ec2 = make_client("ec2", settings, field="cloud.credentials_file", read_timeout=60)
+        self._translate = Translator(
+            service="EC2",
+            endpoint=self.endpoint,
+            not_found=_NOT_FOUND,
+            transient=_TRANSIENT_CODES,
+            not_found_says="EC2 does not know the instance",
+        )
 
     def close(self) -> None:
         self._ec2.close()
@@ -67,28 +59,6 @@ class Cloud:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @contextmanager
-    def _translate(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except botocore.exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            detail = errors.truncate_remote(f"{code}: {error.get('Message', '')}", limit=300)
-            if code in _NOT_FOUND:
-                raise errors.NotFoundError(f"{what}: EC2 does not know the instance ({detail}).") from exc
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                raise errors.TransientError(
-                    f"{what}: EC2 answered {status} ({detail}); retrying may help."
-                ) from exc
-            raise errors.PermanentError(f"{what}: EC2 refused ({detail}).") from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise errors.TransientError(
-                f"{what}: EC2 at {self.endpoint} could not be reached ({type(exc).__name__}: "
-                f"{errors.truncate_remote(str(exc), limit=200)})."
-            ) from exc
 
     def describe(self, instance_ids: Sequence[str]) -> list[Instance]:
         """The instances named (in EC2's order); `NotFoundError` when one of them is unknown."""

@@ -23,13 +23,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import boto3
-import botocore.config
 import botocore.exceptions
 
+from etcdguard.clients._aws import Translator, aws_credentials, make_client, read_credentials_file
 from etcdguard.core import errors
 from etcdguard.core.profile import StorageSettings
 
@@ -46,11 +44,11 @@ __all__ = [
     "stale_uploads",
 ]
 
-_TRANSIENT_CODES = {
+_TRANSIENT_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
     "InternalError", "ServiceUnavailable", "503", "500", "502", "504",
-}  # fmt: skip
-_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "404", "NotFound"}
+})  # fmt: skip
+_NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "404", "NotFound"})
 
 
 class UploadResult:
@@ -68,55 +66,28 @@ class ObjectInfo:
         self.last_modified = last_modified
 
 
-def read_credentials_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines (comments and blanks ignored) -> dict. The values are secrets: never log them."""
-    values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        name, _, value = line.partition("=")
-        values[name.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def aws_credentials(path: Path, *, field: str) -> dict[str, str]:
-    """boto3 client keyword arguments from a credentials file; `ConfigError` naming `field` when
-    the keys are missing."""
-    creds = read_credentials_file(path)
-    missing = [n for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not creds.get(n)]
-    if missing:
-        raise errors.ConfigError(
-            f"{field} {path} lacks {', '.join(missing)}; add them as KEY=VALUE lines, or remove "
-            f"{field.rsplit('.', 1)[-1]} to use the default AWS chain."
-        )
-    kwargs = {
-        "aws_access_key_id": creds["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": creds["AWS_SECRET_ACCESS_KEY"],
-    }
-    if creds.get("AWS_SESSION_TOKEN"):
-        kwargs["aws_session_token"] = creds["AWS_SESSION_TOKEN"]
-    return kwargs
-
-
 class ObjectStore:
     """Thread-safe: one boto3 client, used from the upload threads."""
 
-    def __init__(self, settings: StorageSettings) -> None:
-        kwargs: dict[str, Any] = {"region_name": settings.region}
-        if settings.endpoint_url:
-            kwargs["endpoint_url"] = settings.endpoint_url
-        if settings.credentials_file is not None:
-            kwargs.update(aws_credentials(settings.credentials_file, field="storage.credentials_file"))
-        kwargs["config"] = botocore.config.Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=300,  # CompleteMultipartUpload of a multi-GiB object can take minutes
-            max_pool_connections=max(10, settings.parallel_parts * 2),
-        )
+    def __init__(self, settings: StorageSettings, *, read_timeout: float = 300) -> None:
+        """`read_timeout`: how long one S3 answer may take; CompleteMultipartUpload of a multi-GiB
+        object can take minutes."""
         self.settings = settings
         self.endpoint = settings.endpoint_url or f"s3.{settings.region}.amazonaws.com"
-        self._s3 = boto3.session.Session().client("s3", **kwargs)
+        self._s3 = make_client(
+            "s3",
+            settings,
+            field="storage.credentials_file",
+            read_timeout=read_timeout,
+            max_pool_connections=max(10, settings.parallel_parts * 2),
+        )
+        self._translate_aws = Translator(
+            service="S3",
+            endpoint=self.endpoint,
+            not_found=_NOT_FOUND,
+            transient=_TRANSIENT_CODES,
+            not_found_status=True,
+        )
 
     def close(self) -> None:
         self._s3.close()
@@ -129,33 +100,17 @@ class ObjectStore:
 
     @contextmanager
     def _translate(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except errors.EtcdguardError:
-            raise
-        except botocore.exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            detail = errors.truncate_remote(f"{code}: {error.get('Message', '')}", limit=300)
-            if code in _NOT_FOUND or status == 404:
-                raise errors.NotFoundError(f"{what}: not found ({detail}).") from exc
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                raise errors.TransientError(
-                    f"{what}: S3 answered {status} ({detail}); retrying may help."
+        """`Translator` for S3, plus: a read whose bytes fail the object's checksum is an
+        `IntegrityError` (botocore's FlexibleChecksumError is a BotoCoreError, else transient)."""
+        with self._translate_aws(what):
+            try:
+                yield
+            except botocore.exceptions.FlexibleChecksumError as exc:
+                raise errors.IntegrityError(
+                    f"{what}: the bytes received do not match the checksum S3 keeps for the object "
+                    f"({errors.truncate_remote(str(exc), limit=200)}); the object (or the checksum the store "
+                    "reports for it) is damaged. Check it with `etcdguard backups verify`."
                 ) from exc
-            raise errors.PermanentError(f"{what}: S3 refused ({detail}).") from exc
-        except botocore.exceptions.FlexibleChecksumError as exc:
-            raise errors.IntegrityError(
-                f"{what}: the bytes received do not match the checksum S3 keeps for the object "
-                f"({errors.truncate_remote(str(exc), limit=200)}); the object (or the checksum the store "
-                "reports for it) is damaged. Check it with `etcdguard backups verify`."
-            ) from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise errors.TransientError(
-                f"{what}: S3 at {self.endpoint} could not be reached ({type(exc).__name__}: "
-                f"{errors.truncate_remote(str(exc), limit=200)})."
-            ) from exc
 
     # ---- writes -----------------------------------------------------------------------------
     @staticmethod
