@@ -12,30 +12,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from etcdguard_sim import layout
 from etcdguard_sim.faults import cluster as faults_cluster
-from etcdguard_sim.runtime import control
 
 from tests import guidetools as g
 
 pytestmark = pytest.mark.integration
 
 TIMINGS = g.Timings("runbook steps (s)")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[layout.SimSpec]:
-    state_dir: Path = tmp_path_factory.mktemp("sim-runbooks")
-    try:
-        yield control.up(state_dir)
-    finally:
-        control.down(state_dir)
-        print("\n" + TIMINGS.report())
 
 
 def _fresh(spec: layout.SimSpec) -> layout.SimSpec:

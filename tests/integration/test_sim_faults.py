@@ -11,29 +11,16 @@ the end (`pytest -s`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from etcdguard_sim import layout
 from etcdguard_sim.faults import cluster as faults_cluster
-from etcdguard_sim.runtime import control
 
 from tests import guidetools as g
 
 pytestmark = pytest.mark.integration
 
 TIMINGS = g.Timings("fault -> symptom (s)")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[layout.SimSpec]:
-    state_dir: Path = tmp_path_factory.mktemp("sim-faults")
-    try:
-        yield control.up(state_dir)
-    finally:
-        control.down(state_dir)
-        print("\n" + TIMINGS.report())
 
 
 def _healthy(spec: layout.SimSpec) -> bool:

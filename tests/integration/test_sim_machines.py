@@ -9,8 +9,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import boto3
@@ -18,7 +17,6 @@ import pytest
 import yaml
 from cryptography import x509
 from etcdguard_sim import layout
-from etcdguard_sim.runtime import control
 
 from etcdguard.core import csr as csrcheck
 from tests import simtools
@@ -33,15 +31,6 @@ MACHINES_QUERY = (
 TAINTS_QUERY = (
     'jsonpath={range .items[*]}{"\\n"}{.metadata.name}{"\\t"}{range .spec.taints[*]}{.key}{" "}{end}{end}'
 )
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[layout.SimSpec]:
-    state_dir: Path = tmp_path_factory.mktemp("sim")
-    try:
-        yield control.up(state_dir)
-    finally:
-        control.down(state_dir)
 
 
 @pytest.fixture(scope="module")

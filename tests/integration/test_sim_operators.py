@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,20 +21,10 @@ import yaml
 from etcdguard_sim import layout
 from etcdguard_sim.controllers import _revisions, etcd_operator
 from etcdguard_sim.hosts import ns as hostns
-from etcdguard_sim.runtime import control
 
 from tests.simtools import etcdctl, kubectl
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[layout.SimSpec]:
-    state_dir: Path = tmp_path_factory.mktemp("sim-operators")
-    try:
-        yield control.up(state_dir)
-    finally:
-        control.down(state_dir)
 
 
 # ---- helpers -------------------------------------------------------------------------------------
