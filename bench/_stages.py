@@ -2,9 +2,10 @@
 
     python -m bench._stages '<json StageInput>'   -> one JSON line (StageOutput) on stdout
 
-- `etcdguard`: what `tasks.backup.upload_backup_file` does, from the same building blocks
+- `etcdguard`: `tasks.transfer.stream_to_store`, the loop the `upload` task runs
   (HostSession.stream -> StreamDigest -> streaming.parts -> ObjectStore.upload_parts), minus the
-  Prefect logger and progress artifact.
+  Prefect logger and progress artifact. (No cipher column for it or `ssh-only`: HostSession does not
+  say which cipher it negotiated; it prefers AES-GCM.)
 - `naive-sftp` / `naive-scp`: copy the file to local disk (fabric/paramiko SFTP, or OpenSSH `scp`),
   boto3 `upload_file`, then sha256 of the local file.
 - `ssh-only`: `HostSession.stream` to nowhere.  `s3-only`: `ObjectStore.upload_parts` fed the same
@@ -31,7 +32,8 @@ import paramiko
 
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.objectstore import ObjectStore, read_credentials_file
-from etcdguard.core import profile, streaming
+from etcdguard.core import profile
+from tasks import transfer
 
 __all__ = ["STAGES", "StageInput", "StageOutput", "main"]
 
@@ -81,12 +83,7 @@ _READ_TIMEOUT = 900
 
 
 def _store(prof: profile.ClusterProfile) -> ObjectStore:
-    """`ObjectStore(prof.storage)`, its boto3 client rebuilt with `_READ_TIMEOUT` (same settings otherwise)."""
-    store = ObjectStore(prof.storage)
-    config = store._s3.meta.config.merge(botocore.config.Config(read_timeout=_READ_TIMEOUT))
-    store._s3.close()
-    store._s3 = _client(prof, config=config)
-    return store
+    return ObjectStore(prof.storage, read_timeout=_READ_TIMEOUT)
 
 
 def _client(prof: profile.ClusterProfile, *, config: botocore.config.Config | None = None) -> Any:
@@ -109,54 +106,29 @@ def _cipher(transport: Any) -> str:
 
 
 def _etcdguard(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[str, Any]:
-    """tasks.backup.upload_backup_file for the snapshot, minus Prefect (same calls, same checks)."""
+    """The `upload` task's own loop, `tasks.transfer.stream_to_store`, minus Prefect."""
     location = prof.storage.snapshots
-    compress = prof.storage.compression == "zstd"
-    digest = streaming.StreamDigest(compress=compress, check_trailer=True)
-    read = 0
-    last_report = time.monotonic()
-
-    def report_progress(nbytes: int) -> None:  # the task's bookkeeping, without the artifact call
-        nonlocal read, last_report
-        read += nbytes
-        if time.monotonic() - last_report > 1.0:
-            last_report = time.monotonic()
-
     with (
         HostSession(prof.ssh, address=cfg["address"], node=cfg["node"]) as host,
         _store(prof) as store,
     ):
-
-        def stored_chunks() -> Iterator[bytes]:
-            for chunk in host.stream(cfg["path"], sudo=True):
-                report_progress(len(chunk))
-                out = digest.update(chunk)
-                if out:
-                    yield out
-            tail, _ = digest.finish()
-            if tail:
-                yield tail
-
-        transport = host._conn.client.get_transport()
-        cipher = _cipher(transport)
-        upload = store.upload_parts(
-            location.bucket,
-            key,
-            streaming.parts(stored_chunks(), prof.storage.part_size),
-            parallel=prof.storage.parallel_parts,
+        done = transfer.stream_to_store(
+            host,
+            store,
+            path=cfg["path"],
+            bucket=location.bucket,
+            key=key,
+            storage=prof.storage,
+            compress=prof.storage.compression == "zstd",
+            check_trailer=True,
             kms_key_id=location.kms_key_id,
             tags={"etcdguard.io/cluster": prof.name, "etcdguard.io/kind": "snapshot"},
         )
-    result = digest.result
-    if result is None or result.size_stored != upload.size:
-        raise RuntimeError(
-            f"{upload.size} bytes reached S3 but the digest saw {result and result.size_stored}."
-        )
+    result = done.result
     if result.trailer != "present-valid":
         raise RuntimeError(f"The snapshot's sha256 trailer is {result.trailer}, not present-valid.")
     return {
-        "cipher": cipher,
-        "parts": upload.parts,
+        "parts": done.parts,
         "part_size_mib": prof.storage.part_size_mib,
         "parallel_parts": prof.storage.parallel_parts,
         "compression": prof.storage.compression,
@@ -222,9 +194,7 @@ def _ssh_only(cfg: StageInput, prof: profile.ClusterProfile, key: str) -> dict[s
         for chunk in host.stream(cfg["path"], sudo=True):
             total += len(chunk)
             chunks += 1
-        transport = host._conn.client.get_transport()
     return {
-        "cipher": _cipher(transport),
         "read": total,
         "chunks": chunks,
         "mean_chunk_kib": round(total / max(chunks, 1) / 1024, 1),

@@ -17,9 +17,10 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from etcdguard.clients.hosts import HostSession
 from etcdguard.clients.kube import KubeClient
 from etcdguard.clients.objectstore import ObjectStore
-from etcdguard.core import errors, keys, manifest, preflight, streaming, types
+from etcdguard.core import errors, keys, manifest, preflight, types
 from etcdguard.core.profile import BucketLocation, ClusterProfile
 from tasks import _policy as policy
+from tasks import transfer
 
 __all__ = [
     "HostBackup",
@@ -240,7 +241,6 @@ def upload_backup_file(
         compressed=compress,
     )
     path = host_backup.snapshot_path if snapshot else host_backup.static_path
-    digest = streaming.StreamDigest(compress=compress, check_trailer=snapshot)
     expected = host_backup.status.total_size if snapshot else 0
     progress_id = cast(
         UUID, create_progress_artifact(0.0, description=f"Uploading {kind} to s3://{location.bucket}/{key}")
@@ -260,31 +260,21 @@ def upload_backup_file(
         HostSession(profile.ssh, address=host_backup.address, node=host_backup.node) as host,
         ObjectStore(profile.storage) as store,
     ):
-
-        def stored_chunks() -> Any:
-            for chunk in host.stream(path, sudo=True):
-                report_progress(len(chunk))
-                out = digest.update(chunk)
-                if out:
-                    yield out
-            tail, _ = digest.finish()
-            if tail:
-                yield tail
-
-        upload = store.upload_parts(
-            location.bucket,
-            key,
-            streaming.parts(stored_chunks(), profile.storage.part_size),
-            parallel=profile.storage.parallel_parts,
+        upload = transfer.stream_to_store(
+            host,
+            store,
+            path=path,
+            bucket=location.bucket,
+            key=key,
+            storage=profile.storage,
+            compress=compress,
+            check_trailer=snapshot,
             kms_key_id=location.kms_key_id,
             tags=tags(profile, version, kind),
+            progress=report_progress,
         )
-    result = _result(digest)
+    result = upload.result
     update_progress_artifact(progress_id, 100.0)
-    if result.size_stored != upload.size:
-        raise errors.IntegrityError(
-            f"{upload.size} bytes reached s3://{location.bucket}/{key} but {result.size_stored} were read."
-        )
     if snapshot and result.trailer == "invalid":
         raise errors.IntegrityError(
             f"The snapshot {path} on {host_backup.node} has a wrong sha256 trailer: it is damaged, and "
@@ -313,13 +303,6 @@ def upload_backup_file(
     return UploadedFile(
         entry=entry, bucket=location.bucket, trailer=result.trailer, duration=duration, parts=upload.parts
     )
-
-
-def _result(digest: streaming.StreamDigest) -> streaming.StreamResult:
-    result = digest.result
-    if result is None:
-        raise errors.IntegrityError("The stream ended before the whole file was read.")
-    return result
 
 
 @policy.task("write-manifest", timeout_s=300)
