@@ -17,15 +17,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-if TYPE_CHECKING:
-    from etcdguard.core.retention import BackupCandidate, ClusterContext, RetentionPolicy
+from etcdguard.core.retention_models import BackupCandidate, ClusterContext, RetentionPolicy
 
 __all__ = ["Outcome", "decide", "format_bytes", "format_duration", "is_good"]
 
-Verdict = tuple["BackupCandidate", tuple[str, ...]]
+Verdict = tuple[BackupCandidate, tuple[str, ...]]
 
 _LOCKED = "locked: S3 Object Lock retention in force"
 _IN_PROGRESS = "upload in progress"
@@ -62,7 +60,7 @@ def format_bytes(size: int) -> str:
 
 def is_good(backup: BackupCandidate) -> bool:
     """Counts as verified: complete, checksums passed and no failed restore drill."""
-    return backup.complete and backup.verified and backup.drill != "failed"
+    return backup.counts_as_verified
 
 
 def _plural(count: int, word: str) -> str:

@@ -8,11 +8,24 @@ prefix (see `etcdguard.core.keys`). Validation happens where values enter: `keys
 
 from __future__ import annotations
 
+import zoneinfo
 from typing import NewType
 
-__all__ = ["BackupId", "ClusterName", "OcpVersion", "Revision"]
+__all__ = ["BackupId", "ClusterName", "OcpVersion", "Revision", "known_zone"]
 
 ClusterName = NewType("ClusterName", str)
 OcpVersion = NewType("OcpVersion", str)
 Revision = NewType("Revision", int)
 BackupId = NewType("BackupId", str)
+
+
+def known_zone(value: str, *, field: str) -> str:
+    """`value` if it names an IANA time zone; else `ValueError` naming `field` and the fix."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"{field} {value!r} is not an IANA time zone name; use one like 'Europe/Berlin', "
+            "'America/New_York' or 'UTC'."
+        ) from exc
+    return value

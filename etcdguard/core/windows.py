@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import pydantic
 
+from etcdguard.core import types
+
 __all__ = ["OffPeakWindow", "Weekday", "WindowStatus", "next_opening", "window_status"]
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -54,14 +56,7 @@ class OffPeakWindow(pydantic.BaseModel):
     @pydantic.field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(
-                f"Time zone {value!r} is not an IANA time zone name; use one such as "
-                "'Europe/Berlin', 'America/New_York' or 'UTC'."
-            ) from exc
-        return value
+        return types.known_zone(value, field="Time zone")
 
     @pydantic.field_validator("days", mode="before")
     @classmethod
