@@ -1,4 +1,4 @@
-"""`etcd-retention`: prune a cluster's backups by its retention policy (DESIGN.md "Retention").
+"""`etcd-retention`: prune a cluster's backups by its retention policy (semantics: `etcdguard.core.retention`).
 
 Plan (pure, `etcdguard.core.retention`) -> report the plan as a table artifact -> unless `dry_run`,
 delete the doomed backups (every version of every object, batched DeleteObjects; Object-Locked

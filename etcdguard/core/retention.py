@@ -4,7 +4,7 @@ Pure: `plan_retention(backups, policy, context=..., now=...)` takes the catalogu
 cluster's backups and returns a `RetentionPlan`; the etcd-retention flow carries it out (batched
 deletes, all versions, dry run). No I/O and no clock: `now` is a parameter.
 
-Semantics (DESIGN.md "Retention"):
+Semantics:
 
 keep-rules, over complete backups (manifest present); a backup is kept if any rule keeps it:
     pinned; the newest verified backup; the last `keep_last`; every backup younger than
