@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.backup_throughput [--size-mib 1024] [--state-dir DIR] [--repeat N]
 
-1. starts a simulated cluster (`etcdguard_sim.control.up`, always stopped at the end) and writes
+1. starts a simulated cluster (`etcdguard_sim.runtime.control.up`, always stopped at the end) and writes
    its etcdguard profile (buckets in the simulator's moto S3);
 2. fills its etcd to about --size-mib with incompressible 1000 KiB values under /bench/, then takes
    a real snapshot with `sudo cluster-backup.sh` on a control-plane host (a root-owned file);
